@@ -1,0 +1,129 @@
+"""All voxel ↔ world geometry (DICOM LPS, mm) in one place.
+
+Conventions: a point in a series is ``(x, y, k)`` = (column, row, slice index), or
+``(x, y, instance_number)`` for label files. Patient left is +x in LPS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from radspine.types import Volume
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A world point projected into a series: nearest slice and in-plane pixel position."""
+
+    slice_index: int
+    instance_number: int
+    x: float  # column
+    y: float  # row
+    distance_mm: float  # signed distance of the point from that slice's plane, along the normal
+
+
+def pixel_to_world(vol: Volume, x: float | np.ndarray, y: float | np.ndarray, k: int | np.ndarray) -> np.ndarray:
+    """World point(s) (…, 3) of pixel column x, row y on slice index k (integer slices)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    k = np.asarray(k, dtype=np.int64)
+    row_mm, col_mm = vol.pixel_spacing
+    origin = vol.positions[k]
+    return (
+        origin
+        + (x * col_mm)[..., None] * vol.row_cosine
+        + (y * row_mm)[..., None] * vol.col_cosine
+    )
+
+
+def instance_to_world(vol: Volume, x: float, y: float, instance_number: int) -> np.ndarray:
+    """World point of a label (x, y on InstanceNumber)."""
+    return pixel_to_world(vol, x, y, vol.slice_index(instance_number))
+
+
+def continuous_index(vol: Volume, points: np.ndarray) -> np.ndarray:
+    """Continuous array index (k, y, x) of world point(s) (…, 3), for interpolation.
+
+    k is interpolated between slice planes (handles uneven spacing); in-plane position is
+    taken relative to slice 0's origin projected along the normal, which is exact for a stack
+    of parallel slices sharing one in-plane grid.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    row_mm, col_mm = vol.pixel_spacing
+    offsets = vol.slice_offsets
+    d = pts @ vol.normal
+    if len(offsets) > 1:
+        k = np.interp(d, offsets, np.arange(len(offsets), dtype=np.float64), left=np.nan, right=np.nan)
+        # Allow half a slice outside the stack (extrapolate linearly) so edge slices are reachable.
+        sp = vol.slice_spacing or 1.0
+        below = d < offsets[0]
+        above = d > offsets[-1]
+        k = np.where(below, (d - offsets[0]) / sp, k)
+        k = np.where(above, len(offsets) - 1 + (d - offsets[-1]) / sp, k)
+    else:
+        sp = vol.slice_thickness or 1.0
+        k = (d - offsets[0]) / sp
+    rel = pts - vol.positions[0]
+    x = rel @ vol.row_cosine / col_mm
+    y = rel @ vol.col_cosine / row_mm
+    return np.stack([k, y, x], axis=-1)
+
+
+def project_point(vol: Volume, point: np.ndarray) -> Projection:
+    """Project a world point into ``vol``: nearest slice, its InstanceNumber, pixel x/y, plane distance."""
+    p = np.asarray(point, dtype=np.float64)
+    offsets = vol.slice_offsets
+    d = float(p @ vol.normal)
+    k = int(np.argmin(np.abs(offsets - d)))
+    rel = p - vol.positions[k]
+    row_mm, col_mm = vol.pixel_spacing
+    return Projection(
+        slice_index=k,
+        instance_number=int(vol.instance_numbers[k]),
+        x=float(rel @ vol.row_cosine / col_mm),
+        y=float(rel @ vol.col_cosine / row_mm),
+        distance_mm=d - float(offsets[k]),
+    )
+
+
+def world_to_pixel(vol: Volume, point: np.ndarray) -> tuple[float, float, int]:
+    """(x, y, slice index) of the slice nearest a world point; inverse of :func:`pixel_to_world`."""
+    pr = project_point(vol, point)
+    return pr.x, pr.y, pr.slice_index
+
+
+def side_of(point: np.ndarray, midline_x: float) -> str:
+    """"left" or "right" of a world point relative to the patient's midline at world x = midline_x.
+
+    Patient left is +x in LPS, so this never depends on array index or display flips.
+    """
+    return "left" if float(np.asarray(point)[0]) > midline_x else "right"
+
+
+def plane_center(vol: Volume, k: int) -> np.ndarray:
+    """World position of the centre of slice k."""
+    rows, cols = vol.pixels.shape[1:]
+    return pixel_to_world(vol, (cols - 1) / 2.0, (rows - 1) / 2.0, k)
+
+
+def volume_center(vol: Volume) -> np.ndarray:
+    """World position of the centre of the stack."""
+    return (plane_center(vol, 0) + plane_center(vol, len(vol.positions) - 1)) / 2.0
+
+
+def orientation_of(vol: Volume) -> str:
+    """"sagittal", "coronal" or "axial" by the dominant axis of the slice normal."""
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(vol.normal)))]
+
+
+def affine(vol: Volume) -> np.ndarray:
+    """4×4 matrix mapping homogeneous (x, y, k, 1) to world, for a regularly spaced stack."""
+    row_mm, col_mm = vol.pixel_spacing
+    m = np.eye(4)
+    m[:3, 0] = vol.row_cosine * col_mm
+    m[:3, 1] = vol.col_cosine * row_mm
+    m[:3, 2] = vol.normal * vol.slice_spacing
+    m[:3, 3] = vol.positions[0]
+    return m
