@@ -36,7 +36,9 @@ def _volume(row_cos, col_cos, shape=(9, 80, 80), spacing=(1.0, 1.0), slice_gap=3
     )
 
 
-def _with_blob(vol: Volume, world: np.ndarray, sigma_mm: float = 2.0, only_slice: int | None = None) -> Volume:
+def _with_blob(
+    vol: Volume, world: np.ndarray, sigma_mm: float = 2.0, only_slice: int | None = None
+) -> Volume:
     """Gaussian blob (in-plane, on the slices nearest in normal distance) at a world point."""
     s, r, c = vol.shape
     yy, xx = np.meshgrid(np.arange(r), np.arange(c), indexing="ij")
@@ -117,7 +119,9 @@ def test_mm_size_is_honoured_across_pixel_spacings():
 
 def test_outside_is_padded_and_flagged():
     vol = _volume(*SAGITTAL, shape=(3, 40, 40))
-    vol = Volume(**{**vol.__dict__, "pixels": np.random.default_rng(0).uniform(10, 20, (3, 40, 40)).astype(np.float32)})
+    vol = Volume(
+        **{**vol.__dict__, "pixels": np.random.default_rng(0).uniform(10, 20, (3, 40, 40)).astype(np.float32)}
+    )
     corner = pixel_to_world(vol, 0, 0, 1)  # top-left voxel centre: ~1/4 of the in-plane grid is inside
     spec = PatchSpec(series=SAG_T2, size_mm=(20.0, 20.0), spacing_mm=1.0, roi_size_mm=(20.0, 20.0))
     p = extract_patch(vol, corner, spec)
@@ -149,7 +153,9 @@ def test_normalisation_uses_robust_percentiles_and_is_cached():
 
 def test_determinism_and_jitter():
     vol = _volume(*OBLIQUE_AXIAL, shape=(5, 50, 50))
-    vol = Volume(**{**vol.__dict__, "pixels": np.random.default_rng(2).normal(size=(5, 50, 50)).astype(np.float32)})
+    vol = Volume(
+        **{**vol.__dict__, "pixels": np.random.default_rng(2).normal(size=(5, 50, 50)).astype(np.float32)}
+    )
     spec = PatchConfig().subarticular
     c = pixel_to_world(vol, 20.3, 24.7, 2)
     a, b = extract_patch(vol, c, spec), extract_patch(vol, c, spec)
