@@ -52,7 +52,7 @@ def test_labels_long_matches_train_csv(root):
     assert long["grade"].isna().sum() == 1
     # Competition order: condition-major, level-minor, per study.
     first = long[long.study_id == 101]
-    assert [C.label_column(c, lv) for c, lv in zip(first.condition, first.level)] == list(C.LABEL_COLUMNS)
+    assert [C.label_column(c, lv) for c, lv in zip(first.condition, first.level, strict=True)] == list(C.LABEL_COLUMNS)
 
 
 def test_coordinates_joined_to_series_type(root):
@@ -94,7 +94,7 @@ def test_findings_for_real_data_problems(root):
     assert got["unknown_description"] == [(101, 4)]
     assert got["duplicate_series_type"] == [(102, None)]
     assert got["coordinate_unexpected_series"] == [(102, 11)]
-    assert got["few_coordinates"] == [(101, None)]
+    assert got["few_coordinates"] == [(101, None), (103, None)]  # 20 rows; none at all
     assert got["stray_entry"] == [(900, None)]
     assert (104, None) in got["missing_series_type"]
     # The study without images is still listed (downstream falls back), with no series.

@@ -190,7 +190,7 @@ def test_multistack_oblique_axial(tmp_path):
     geoms = _write_multistack_axial(tmp_path / "500")
     stacks = read_series(tmp_path / "500")
     assert len(stacks) == 3
-    for i, (v, (origin, row, col)) in enumerate(zip(stacks, geoms)):
+    for i, (v, (origin, row, col)) in enumerate(zip(stacks, geoms, strict=True)):
         assert v.stack_index == i
         assert v.instance_numbers.tolist() == [i + 1 + 3 * j for j in range(4)]
         np.testing.assert_allclose(v.row_cosine, row, atol=1e-6)

@@ -316,6 +316,10 @@ class Dataset:
 
         desc_train = descriptions.get("train", read_series_descriptions_empty())
         coords = _join_coordinates(coords, desc_train, findings)
+        if labels is not None:
+            for sid in sorted(set(labels["study_id"].tolist()) - set(coords["study_id"].tolist())):
+                findings.append(Finding("few_coordinates", f"study {sid} has 0 coordinate rows "
+                                        f"(< {len(C.LABEL_COLUMNS)})", split="train", study_id=sid))
         return cls(root, labels=labels, coordinates=coords, descriptions=descriptions,
                    sample_submission=sample, studies=studies, findings=findings)
 
@@ -354,7 +358,7 @@ class Dataset:
         """
         cols = ["study_id", "condition", "level", "grade"]
         if self.labels is None:
-            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, ("int64", object, object, "float64"))})
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, ("int64", object, object, "float64"), strict=True)})
         wide = self.labels.sort_values("study_id")
         n = len(wide)
         grades = wide[list(C.LABEL_COLUMNS)].to_numpy(dtype=np.float64)  # (n, 25) condition-major
