@@ -1,0 +1,491 @@
+"""`radspine extract-features`: level points → patches → radiomics + CNN embeddings → features.parquet.
+
+Per-study work (volumes, patches, radiomics) is mapped over studies by :mod:`radspine.parallel` and
+cached in ``WORKDIR/cache/<config hash>/`` so an interrupted run resumes where it stopped. The CNN
+stage needs all studies at once (out-of-fold training), so it runs after the map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from radspine import __version__
+from radspine.constants import CONDITION_GROUP, SERIES_SHORT, SERIES_TYPES
+from radspine.errors import RadspineError
+from radspine.features.embeddings import EmbeddingConfig
+from radspine.fsutil import atomic_path, write_json_atomic, write_parquet_atomic
+from radspine.patches import PatchConfig
+from radspine.types import Study, Volume
+
+log = logging.getLogger(__name__)
+
+POINT_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
+
+
+# ----------------------------------------------------------------------------------------------- points
+def read_points_csv(path: Path) -> pd.DataFrame:
+    """Read a points CSV in train_label_coordinates.csv format (validated; condition/level as keys)."""
+    from radspine.io.dataset import read_coordinates
+
+    path = Path(path)
+    if not path.is_file():
+        raise RadspineError(f"points file not found: {path}")
+    return read_coordinates(path)
+
+
+# ---------------------------------------------------------------------------------------------- volumes
+@dataclass
+class StudyVolumes:
+    """Every readable stack of a study, by series type, plus the reasons for what could not be read."""
+
+    study_id: int
+    by_type: dict[str, list[Volume]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def all(self) -> list[Volume]:
+        return [v for vols in self.by_type.values() for v in vols]
+
+    def find(self, series_id: int, instance_number: int) -> Volume | None:
+        """The stack holding this series' instance, if any."""
+        for v in self.all():
+            if v.series_id == series_id and np.any(v.instance_numbers == instance_number):
+                return v
+        return None
+
+
+def load_study_volumes(study: Study) -> StudyVolumes:
+    """Read every series of a study; a corrupt series is recorded as a problem, not raised."""
+    from radspine.io.dicom import read_series
+
+    out = StudyVolumes(study.study_id)
+    for s in study.series:
+        if s.description not in SERIES_TYPES:
+            continue
+        try:
+            stacks = read_series(s.path, study_id=study.study_id, series_id=s.series_id, description=s.description)
+        except RadspineError as err:
+            out.problems.append(str(err))
+            log.warning("study %s: %s", study.study_id, err)
+            continue
+        out.by_type.setdefault(s.description, []).extend(stacks)
+    return out
+
+
+def nearest_stack(vols: list[Volume], point: np.ndarray) -> tuple[Volume | None, float]:
+    """The stack whose nearest slice plane is closest to ``point``, and that distance (mm)."""
+    from radspine.geometry import project_point
+
+    best, best_d = None, np.inf
+    for v in vols:
+        pr = project_point(v, point)
+        # Points beyond the stack's in-plane extent are not "in" it even if the plane is near.
+        rows, cols = v.pixels.shape[1:]
+        inside = -0.5 <= pr.x <= cols - 0.5 and -0.5 <= pr.y <= rows - 0.5
+        d = abs(pr.distance_mm) + (0.0 if inside else 1e3)
+        if d < best_d:
+            best, best_d = v, d
+    return best, float(best_d)
+
+
+# ----------------------------------------------------------------------------------------------- config
+def _default_embeddings() -> EmbeddingConfig:
+    # 16 PCA dims + the network's 3 grade probabilities: compact enough for boosted trees on a few
+    # hundred studies; the probabilities carry most of the CNN's signal into the context columns.
+    return EmbeddingConfig(pca_dims=16, append_proba=True)
+
+
+class RadiomicsSettings(BaseModel):
+    """Which pyradiomics params file (pyradiomics' YAML format) each series type uses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    sagittal: str = Field("sagittal_2d.yaml", description="params for sagittal patches (name in configs/radiomics or a path)")
+    axial: str = Field("axial_2d.yaml", description="params for axial patches")
+
+
+class FeaturesConfig(BaseModel):
+    """Everything that changes the feature table; its hash must match between training and prediction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patches: PatchConfig = Field(default_factory=PatchConfig)
+    radiomics: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
+    cnn_enabled: bool = True
+    cnn_folds: int = Field(3, ge=2, description="out-of-fold splits for training-row embeddings")
+    embeddings: EmbeddingConfig = Field(default_factory=_default_embeddings)
+    context_cnn_dims: int = Field(4, ge=0, description="CNN dims copied into neighbour/side context columns")
+    max_plane_distance_mm: float = Field(
+        8.0, gt=0, description="an axial patch needs a slice within this distance of the point"
+    )
+    seed: int = 0
+
+
+# CNN families: which patch spec feeds each group's network.
+CNN_FAMILIES = {"spinal": "spinal_sagittal", "foraminal": "foraminal", "subarticular": "subarticular"}
+
+
+def radiomics_params_path(name: str) -> Path:
+    """Resolve a radiomics params name to a file: a path as given, else the packaged configs/radiomics."""
+    from radspine.config import config_dir
+
+    p = Path(name)
+    if p.is_file():
+        return p
+    q = config_dir() / "radiomics" / name
+    if q.is_file():
+        return q
+    raise RadspineError(f"radiomics params file not found: {name} (looked in {q.parent})")
+
+
+def config_hash(cfg: FeaturesConfig) -> str:
+    """Stable hash of everything that changes feature values (config + radiomics params file contents)."""
+    payload = cfg.model_dump(mode="json")
+    payload["embeddings"].pop("device", None)  # CPU vs CUDA must not change the identity of a model
+    payload["embeddings"].pop("num_threads", None)
+    payload.pop("cnn_folds", None)
+    if cfg.radiomics.enabled:
+        payload["radiomics_params"] = {
+            k: radiomics_params_path(getattr(cfg.radiomics, k)).read_text() for k in ("sagittal", "axial")
+        }
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- per study
+@dataclass
+class StudyFeatures:
+    """What one study yields before the CNN stage: 25 rows of base features and the CNN patches."""
+
+    rows: pd.DataFrame
+    patches: dict[str, np.ndarray]  # family -> (n_rows_of_family, C, H, W) float32
+    patch_row_ids: dict[str, list[str]]
+    problems: list[str]
+
+
+class StudyJob:
+    """Picklable per-study worker (runs in a process or on a Dask worker)."""
+
+    def __init__(self, cfg: FeaturesConfig, points: dict[int, pd.DataFrame], split: str):
+        self.cfg = cfg
+        self.points = points
+        self.split = split
+        self._extractors: dict[tuple[str, str], object] | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_extractors"] = None
+        return state
+
+    def _extractor(self, series: str):
+        from radspine.features.radiomics import RadiomicsExtractor
+
+        if self._extractors is None:
+            self._extractors = {}
+        kind = "axial" if series == "Axial T2" else "sagittal"
+        key = (kind, series)
+        if key not in self._extractors:
+            params = radiomics_params_path(getattr(self.cfg.radiomics, kind))
+            self._extractors[key] = RadiomicsExtractor(params, ndim=2, series=SERIES_SHORT[series])
+        return self._extractors[key]
+
+    def __call__(self, study: Study) -> StudyFeatures:
+        return extract_study(study, self.points.get(study.study_id), self.cfg, self.split, self._extractor)
+
+
+def _world_points(study_id: int, pts: pd.DataFrame | None, vols: StudyVolumes) -> dict[tuple[str, str], tuple[np.ndarray, str]]:
+    """World point and flag per (condition, level) from a points table (label or predicted)."""
+    from radspine.geometry import pixel_to_world
+
+    out: dict[tuple[str, str], tuple[np.ndarray, str]] = {}
+    if pts is None:
+        return out
+    for r in pts.itertuples(index=False):
+        vol = vols.find(int(r.series_id), int(r.instance_number))
+        if vol is None:
+            out[(r.condition, r.level)] = (np.full(3, np.nan), f"series {r.series_id} instance {r.instance_number} not readable")
+            continue
+        k = vol.slice_index(int(r.instance_number))
+        out[(r.condition, r.level)] = (pixel_to_world(vol, float(r.x), float(r.y), k), "")
+    return out
+
+
+def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, split: str, extractor) -> StudyFeatures:
+    """Base features of one study's 25 rows: point geometry, radiomics per patch, presence flags."""
+    from radspine.features.table import skeleton
+    from radspine.patches import extract_patch, jitter_points
+
+    vols = load_study_volumes(study)
+    world = _world_points(study.study_id, pts, vols)
+    rows = skeleton([study.study_id])
+    rng = np.random.default_rng([cfg.seed, int(study.study_id)])
+    jitter = cfg.patches.jitter_sigma_mm if split == "train" else 0.0
+    records: list[dict] = []
+    fam_patches: dict[str, list[np.ndarray]] = {f: [] for f in CNN_FAMILIES}
+    fam_ids: dict[str, list[str]] = {f: [] for f in CNN_FAMILIES}
+    problems = list(vols.problems)
+    for r in rows.itertuples(index=False):
+        rec: dict = {"row_id": r.row_id}
+        point, flag = world.get((r.condition, r.level), (np.full(3, np.nan), "no point"))
+        if jitter > 0 and np.all(np.isfinite(point)):
+            point = jitter_points(point, jitter, rng)
+        rec.update(pt_x=point[0], pt_y=point[1], pt_z=point[2], has_point=float(np.all(np.isfinite(point))))
+        for stype in SERIES_TYPES:
+            rec[f"has_{SERIES_SHORT[stype]}"] = float(bool(vols.by_type.get(stype)))
+        for name, spec in cfg.patches.specs_for(r.condition).items():
+            stacks = vols.by_type.get(spec.series, [])
+            patch = None
+            if rec["has_point"] and stacks:
+                vol, dist = nearest_stack(stacks, point)
+                if vol is not None and dist <= cfg.max_plane_distance_mm:
+                    patch = extract_patch(vol, point, spec, percentiles=cfg.patches.percentiles)
+                    rec[f"geo_plane_dist_{name}"] = dist
+            rec[f"geo_inside_{name}"] = patch.inside_fraction if patch is not None else 0.0
+            if cfg.radiomics.enabled:
+                ext = extractor(spec.series)
+                if patch is None:
+                    feats = ext.nan_features()
+                else:
+                    c = spec.neighbors
+                    feats = ext.extract(patch.image[c], patch.mask, patch.spacing[1:])
+                rec.update(feats)
+            fam = CONDITION_GROUP[r.condition]
+            if CNN_FAMILIES[fam] == name:
+                n, h, w = spec.shape
+                arr = patch.image if patch is not None else np.zeros((n, h, w), np.float32)
+                fam_patches[fam].append(arr.astype(np.float32))
+                fam_ids[fam].append(r.row_id)
+        if flag:
+            problems.append(f"{r.condition} {r.level}: {flag}")
+        records.append(rec)
+    feats = pd.DataFrame.from_records(records)
+    table = rows.merge(feats, on="row_id", how="left")
+    patches = {f: (np.stack(v) if v else np.zeros((0,), np.float32)) for f, v in fam_patches.items()}
+    return StudyFeatures(rows=table, patches=patches, patch_row_ids=fam_ids, problems=problems)
+
+
+# ------------------------------------------------------------------------------------------------ cache
+def _cache_paths(cache_dir: Path, study_id: int) -> tuple[Path, Path]:
+    return cache_dir / f"{study_id}.parquet", cache_dir / f"{study_id}.npz"
+
+
+def save_cached(cache_dir: Path, sf: StudyFeatures, study_id: int) -> None:
+    """Store one study's result; the npz is written last so its presence marks a complete entry."""
+    pq, npz = _cache_paths(cache_dir, study_id)
+    write_parquet_atomic(sf.rows, pq)
+    arrays = {f"patch_{k}": v for k, v in sf.patches.items()}
+    arrays.update({f"ids_{k}": np.array(v, dtype=str) for k, v in sf.patch_row_ids.items()})
+    arrays["problems"] = np.array(sf.problems, dtype=str)
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_cached(cache_dir: Path, study_id: int) -> StudyFeatures | None:
+    """A cached study result, or None if absent/incomplete."""
+    pq, npz = _cache_paths(cache_dir, study_id)
+    if not (pq.is_file() and npz.is_file()):
+        return None
+    try:
+        rows = pd.read_parquet(pq)
+        with np.load(npz) as z:
+            patches = {k[6:]: z[k] for k in z.files if k.startswith("patch_")}
+            ids = {k[4:]: [str(s) for s in z[k]] for k in z.files if k.startswith("ids_")}
+            problems = [str(s) for s in z["problems"]]
+    except (OSError, ValueError, KeyError):
+        return None
+    return StudyFeatures(rows=rows, patches=patches, patch_row_ids=ids, problems=problems)
+
+
+class CachedJob:
+    """Runs a StudyJob unless the study's cached result exists; stores new results in the cache."""
+
+    def __init__(self, job: StudyJob, cache_dir: Path):
+        self.job = job
+        self.cache_dir = cache_dir
+
+    def __call__(self, study: Study) -> str:
+        if load_cached(self.cache_dir, study.study_id) is None:
+            save_cached(self.cache_dir, self.job(study), study.study_id)
+        return "ok"
+
+
+# -------------------------------------------------------------------------------------------- the stage
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"radspine": __version__}
+    for pkg in ("pyradiomics-bhklab", "timm", "torch", "numpy", "pandas", "SimpleITK", "pydicom"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def _points_for(ds, split: str, points: str | Path) -> tuple[pd.DataFrame, str]:
+    if str(points) == "labels":
+        coords = ds.coordinates
+        if coords is None or len(coords) == 0:
+            raise RadspineError(f"{ds.root}: --points labels needs train_label_coordinates.csv rows")
+        return coords[list(POINT_COLUMNS)], "labels"
+    return read_points_csv(Path(points)), str(points)
+
+
+def _cnn_stage(
+    base: pd.DataFrame,
+    results: dict[int, StudyFeatures],
+    cfg: FeaturesConfig,
+    split: str,
+    labels: pd.DataFrame | None,
+    out: Path,
+    embedders_dir: Path | None,
+) -> pd.DataFrame:
+    """Add ``cnn_*`` columns: out-of-fold for training rows, a saved all-data network for test rows."""
+    from radspine.features.embeddings import CnnEmbedder, embedding_columns, oof_embeddings
+
+    grade = None
+    if labels is not None:
+        lab = labels.dropna(subset=["grade"])
+        grade = {
+            f"{int(s)}_{c}_{lv}": float(g)
+            for s, c, lv, g in zip(lab["study_id"], lab["condition"], lab["level"], lab["grade"])
+        }
+    frames = []
+    for fam in CNN_FAMILIES:
+        xs = [sf.patches[fam] for sf in results.values() if sf.patches.get(fam) is not None and sf.patches[fam].ndim == 4]
+        ids = [rid for sf in results.values() if sf.patches.get(fam) is not None and sf.patches[fam].ndim == 4 for rid in sf.patch_row_ids[fam]]
+        if not xs:
+            continue
+        x = np.concatenate(xs)
+        fam_dir = out / "embedders" / fam
+        if split == "train":
+            if grade is None:
+                raise RadspineError("CNN embeddings for the train split need train.csv labels")
+            y = np.array([grade.get(r, np.nan) for r in ids], dtype=np.float64)
+            groups = np.array([int(r.split("_", 1)[0]) for r in ids])
+            if np.unique(groups).size < cfg.cnn_folds:
+                raise RadspineError(
+                    f"CNN out-of-fold embeddings need at least {cfg.cnn_folds} studies, got {np.unique(groups).size}"
+                )
+            emb, full = oof_embeddings(x, y, groups, cfg.embeddings, n_folds=cfg.cnn_folds, seed=cfg.seed)
+            full.save(fam_dir)
+        else:
+            src = (embedders_dir or (out / "embedders")) / fam
+            if not src.is_dir():
+                raise RadspineError(
+                    f"no trained CNN for {fam} at {src}: extract the train split first or pass --embedders"
+                )
+            emb = CnnEmbedder.load(src, device=cfg.embeddings.device).transform(x)
+        frames.append(pd.DataFrame(emb, columns=embedding_columns(emb.shape[1])).assign(row_id=ids))
+    if not frames:
+        return base
+    cnn = pd.concat(frames, ignore_index=True)
+    return base.merge(cnn, on="row_id", how="left")
+
+
+def extract_features(
+    data_dir: str | Path,
+    split: str,
+    out: str | Path,
+    *,
+    points: str | Path = "labels",
+    cfg: FeaturesConfig | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    embedders_dir: str | Path | None = None,
+    quiet: bool = True,
+) -> dict:
+    """Build ``OUT/features.parquet`` (25 rows per study) and ``OUT/meta.json`` for one split.
+
+    Args:
+        data_dir: dataset root in the competition layout.
+        split: "train" or "test".
+        out: work directory (features, meta, per-study cache, trained CNN embedders).
+        points: "labels" (train_label_coordinates.csv) or a points CSV in that format (e.g. localizer output).
+        cfg: feature configuration (defaults when None).
+        workers / scheduler: see :func:`radspine.parallel.map_items`.
+        overwrite: recompute everything instead of refusing an existing output / resuming the cache.
+        embedders_dir: trained CNN embedders for the test split (default ``OUT/embedders``).
+
+    Returns:
+        The meta dict written to ``meta.json``.
+    """
+    from radspine.features.table import add_context, add_geometry, context_columns, skeleton
+    from radspine.io.dataset import Dataset
+    from radspine.parallel import map_items
+
+    t0 = time.perf_counter()
+    cfg = cfg or FeaturesConfig()
+    out = Path(out)
+    if split not in ("train", "test"):
+        raise RadspineError(f"--split must be train or test, got {split!r}")
+    ds = Dataset.open(data_dir)
+    if not ds.has_split(split):
+        raise RadspineError(f"{data_dir}: no {split}_images / {split}_series_descriptions.csv")
+    studies = ds.studies(split)
+    if not studies:
+        raise RadspineError(f"{data_dir}: no studies in {split}_images")
+    target = out / "features.parquet"
+    if target.exists() and not overwrite:
+        raise RadspineError(f"{target} exists; pass --overwrite to recompute")
+    pts, points_source = _points_for(ds, split, points)
+    by_study = {int(s): g.reset_index(drop=True) for s, g in pts.groupby("study_id")}
+    chash = config_hash(cfg)
+    cache_dir = out / "cache" / chash / split
+    if overwrite and cache_dir.exists():
+        import shutil
+
+        shutil.rmtree(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    job = CachedJob(StudyJob(cfg, by_study, split), cache_dir)
+    outcomes = map_items(job, studies, key=lambda s: s.study_id, workers=workers, scheduler=scheduler,
+                         desc=f"extract {split}", quiet=quiet)
+    results: dict[int, StudyFeatures] = {}
+    failures: dict[str, str] = {}
+    frames = []
+    for st, oc in zip(studies, outcomes):
+        sf = load_cached(cache_dir, st.study_id) if oc.ok else None
+        if sf is None:
+            failures[str(st.study_id)] = oc.error or "cache entry unreadable"
+            frames.append(skeleton([st.study_id]).assign(has_point=0.0))
+            continue
+        results[st.study_id] = sf
+        if sf.problems:
+            failures.setdefault(str(st.study_id), "; ".join(sf.problems[:5]))
+        frames.append(sf.rows)
+    base = pd.concat(frames, ignore_index=True, sort=False)
+    labels = ds.labels_long() if split == "train" and ds.labels is not None else None
+    if cfg.cnn_enabled:
+        base = _cnn_stage(base, results, cfg, split, labels, out,
+                          Path(embedders_dir) if embedders_dir else None)
+    table = add_geometry(base)
+    table = add_context(table, context_columns(table, cfg.context_cnn_dims))
+    write_parquet_atomic(table, target)
+    write_json_atomic(out / "features_config.json", cfg.model_dump(mode="json"))
+    meta = {
+        "config_hash": chash,
+        "split": split,
+        "points": points_source,
+        "versions": _versions(),
+        "radspine_version": __version__,
+        "backbone": cfg.embeddings.backbone if cfg.cnn_enabled else "none",
+        "n_studies": len(studies),
+        "n_rows": int(len(table)),
+        "n_features": int(sum(c.split("_", 1)[0] in {"rad", "cnn", "ctx", "geo", "has"} for c in table.columns)),
+        "n_failed_studies": len([s for s in failures if int(s) not in results]),
+        "problems": failures,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json_atomic(out / "meta.json", meta)
+    return meta
