@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000, ImplicitVRLittleEndian, RLELossless
 
 from radspine import geometry as G
 from radspine.errors import DicomError
-from radspine.io.dicom import read_series, read_volume
+from radspine.io.dicom import list_dicom_files, read_series, read_volume
 
 TEST_FILES = Path(get_testdata_file("MR_small.dcm")).parent
 DICOMDIR_TESTS = TEST_FILES / "dicomdirtests"
@@ -296,3 +296,11 @@ def test_same_seed_same_volume(tmp_path):
     a, b = read_volume(tmp_path / "a"), read_volume(tmp_path / "b")
     np.testing.assert_array_equal(a.pixels, b.pixels)
     np.testing.assert_array_equal(a.positions, b.positions)
+
+
+def test_stray_files_ignored_and_numeric_file_order(tmp_path):
+    write_series(tmp_path / "s", ramp(12, 6, 6), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0))
+    (tmp_path / "s" / "README.txt").write_text("not dicom")
+    (tmp_path / "s" / ".DS_Store").write_bytes(b"\x00\x01")
+    assert [p.name for p in list_dicom_files(tmp_path / "s")] == [f"{i}.dcm" for i in range(1, 13)]
+    assert read_volume(tmp_path / "s").instance_numbers.tolist() == list(range(1, 13))
