@@ -98,6 +98,18 @@ def column_name(series: str, feature: str) -> str:
     return f"rad_{short}_{feature}"
 
 
+def _quiet_pyradiomics() -> None:
+    """Keep pyradiomics' per-ROI warnings (e.g. "GLCM is symmetrical…") out of batch logs.
+
+    Importing ``radiomics`` resets its logger to INFO and adds a stderr handler, undoing any earlier
+    CLI logging setup, so this runs after the import. radspine logs its own NaN reasons.
+    """
+    import radiomics
+
+    radiomics.setVerbosity(logging.ERROR)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+
+
 def _to_sitk(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]):
     import SimpleITK as sitk
 
@@ -159,6 +171,7 @@ class RadiomicsExtractor:
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
         from radiomics import featureextractor, getFeatureClasses
 
+        _quiet_pyradiomics()
         self.params = load_params(params)
         self.source = str(params) if not isinstance(params, Mapping) else "<params dict>"
         self.ndim = ndim
