@@ -1,0 +1,373 @@
+"""A lumbar spine patient in 3D world space (DICOM LPS, mm), evaluated at arbitrary world points.
+
+The spine centreline is a circular arc in the sagittal plane (lordosis), so every world point has
+closed-form *spine coordinates* ``(s, d, lx)``: ``s`` arc length along the centreline (mm, +superior),
+``d`` distance from the centreline towards posterior (mm), ``lx`` = world x minus the midline (mm,
++ = patient left). All structures are implicit shapes in those coordinates, so rendering any series
+(sagittal, axial, tilted) is one vectorised evaluation on the world positions of its pixels.
+
+Latent severities act geometrically: canal stenosis narrows the thecal sac's AP diameter at its disc
+(disc bulge + ligamentum flavum), foraminal narrowing shrinks that side's foramen, subarticular
+stenosis shrinks that side's lateral recess; their strength has per-level noise and the baseline
+sizes vary with patient size and a congenital canal factor, so no single intensity reveals a grade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from radspine.constants import CONDITIONS, LEVELS
+from radspine.synth.labels import StudyLatents
+
+# Discs from top to bottom; the last five are the competition levels.
+DISCS: tuple[str, ...] = ("t11_t12", "t12_l1", *LEVELS)
+LEVEL_DISC: dict[str, int] = {lv: i + 2 for i, lv in enumerate(LEVELS)}
+_SPINAL, _LFOR, _RFOR, _LSUB, _RSUB = (CONDITIONS.index(c) for c in CONDITIONS)
+
+# Relative signal of each tissue per contrast: (T1, T2, STIR). Body marrow and disc nucleus are
+# patient-dependent and set in Patient.tissues().
+_TISSUE: dict[str, tuple[float, float, float]] = {
+    "fat": (1.0, 0.8, 0.08),
+    "muscle": (0.38, 0.27, 0.3),
+    "viscera": (0.45, 0.5, 0.45),
+    "vessel": (0.06, 0.05, 0.05),
+    "cortex": (0.1, 0.08, 0.08),
+    "post_marrow": (0.55, 0.38, 0.15),
+    "ligament": (0.12, 0.14, 0.14),
+    "joint_fluid": (0.2, 0.95, 1.0),
+    "csf": (0.16, 1.0, 1.0),
+    "nerve": (0.42, 0.32, 0.35),
+    "cord": (0.48, 0.42, 0.45),
+    "annulus": (0.28, 0.2, 0.25),
+}
+CONTRASTS: tuple[str, ...] = ("T1", "T2", "STIR")
+
+
+def _ramp(signed: np.ndarray, pw: float) -> np.ndarray:
+    """Partial-volume membership from a signed inside-distance (mm): 0 outside, 1 inside, linear over a pixel."""
+    return np.clip(0.5 + signed / pw, 0.0, 1.0)
+
+
+def _paint(img: np.ndarray, m: np.ndarray, value: float | np.ndarray) -> None:
+    img += m * (value - img)
+
+
+@dataclass
+class Patient:
+    """Sampled anatomy of one study. Lengths in mm; disc arrays are indexed like :data:`DISCS`."""
+
+    x0: float  # world x of the midline
+    center_y: float  # circle centre of the lordotic arc (world y, z)
+    center_z: float
+    radius: float  # arc radius (mm)
+    size: float  # skeletal scale factor
+    s_disc: np.ndarray  # (7,) arc position of each disc centre
+    h_disc: np.ndarray  # (7,) disc heights
+    hydration: np.ndarray  # (7,) disc nucleus hydration in (0, 1]
+    a_ap: float  # vertebral body AP half-depth
+    a_lat: float  # vertebral body half-width
+    canal_ap: float  # baseline thecal canal AP diameter
+    canal_w: float  # canal width
+    canal_nar: np.ndarray  # (7,) fractional AP narrowing at each disc
+    recess_nar: np.ndarray  # (2, 7) [left, right] fractional recess narrowing
+    foramen_nar: np.ndarray  # (2, 7) [left, right] fractional foramen shrinkage
+    fat: float  # subcutaneous fat thickness
+    torso_w: float  # torso half-width
+    torso_d: float  # torso AP half-depth
+    marrow: tuple[float, float, float]  # body marrow signal per contrast
+    tex_k: np.ndarray  # (3, 3) texture wave vectors in spine coordinates (rad/mm)
+    tex_phase: np.ndarray  # (3,)
+    conus_s: float  # arc position of the conus tip
+
+    # ----------------------------------------------------------------------------- sampling
+    @classmethod
+    def sample(cls, rng: np.random.Generator, lat: StudyLatents) -> Patient:
+        """Draw a patient whose local anatomy expresses the latent severities of ``lat``."""
+        size = rng.uniform(0.9, 1.1)
+        bmi = rng.uniform(0.0, 1.0)
+        nd = len(DISCS)
+        sev = np.zeros((len(CONDITIONS), nd))
+        sev[:, 2:] = lat.severity
+        sev[:, :2] = rng.uniform(0.0, 0.2, size=(len(CONDITIONS), 2))
+        deg = np.concatenate([rng.standard_normal(2) * 0.5 - 0.5, lat.degeneration])
+        base_h = np.array([6.5, 7.5, 8.5, 9.5, 10.5, 11.0, 10.5]) * size
+        h_disc = base_h * np.clip(1.0 - 0.12 * np.clip(deg + 0.4 * lat.age, -1, 2.5), 0.6, 1.15)
+        hydration = np.clip(0.8 - 0.15 * deg - 0.1 * lat.age + rng.normal(0, 0.05, nd), 0.08, 1.0)
+        h_body = 26.5 * size * rng.uniform(0.96, 1.04, nd - 1)  # bodies T12..L5 between the discs
+
+        # Disc centres along the arc, L3/L4 placed near the apex +- a pitch offset.
+        s = np.zeros(nd)
+        for i in range(1, nd):
+            s[i] = s[i - 1] - (h_disc[i - 1] / 2 + h_body[i - 1] + h_disc[i] / 2)
+        # Arc angle between the L1/L2 and L5/S1 discs; a circle over-curves the upper levels, so keep it modest.
+        lordosis = np.deg2rad(rng.uniform(14.0, 32.0))
+        radius = float((s[2] - s[6]) / lordosis)
+        s = s - s[LEVEL_DISC["l3_l4"]] + radius * np.deg2rad(rng.normal(0.0, 5.0))
+
+        def nar(v: np.ndarray, gain: float, cap: float) -> np.ndarray:
+            return np.clip(gain * v + rng.normal(0.0, 0.04, v.shape), 0.0, cap)
+
+        canal_ap = 15.5 * size * rng.normal(1.0, 0.07)
+        a_ap = 16.5 * size
+        age01 = float(np.clip(0.5 + 0.2 * lat.age, 0.0, 1.0))
+        marrow = (0.55 + 0.25 * age01, 0.38 + 0.15 * age01, 0.18 + 0.05 * age01)
+        y_apex = rng.normal(0.0, 12.0)
+        fat = (8.0 + 30.0 * bmi) * rng.uniform(0.9, 1.1)
+        return cls(
+            x0=float(rng.normal(0.0, 8.0)),
+            center_y=float(y_apex + radius),
+            center_z=float(rng.normal(0.0, 15.0)),
+            radius=radius,
+            size=float(size),
+            s_disc=s,
+            h_disc=h_disc,
+            hydration=hydration,
+            a_ap=float(a_ap),
+            a_lat=float(24.0 * size * rng.uniform(0.95, 1.05)),
+            canal_ap=float(canal_ap),
+            canal_w=float(23.0 * size * rng.normal(1.0, 0.05)),
+            canal_nar=nar(sev[_SPINAL], 0.72, 0.88),
+            recess_nar=np.stack([nar(sev[_LSUB], 0.8, 0.92), nar(sev[_RSUB], 0.8, 0.92)]),
+            foramen_nar=np.stack([nar(sev[_LFOR], 0.62, 0.8), nar(sev[_RFOR], 0.62, 0.8)]),
+            fat=float(fat),
+            torso_w=float((135.0 + 45.0 * bmi) * size),
+            torso_d=float((95.0 + 35.0 * bmi) * size),
+            marrow=marrow,
+            tex_k=rng.normal(0.0, 1.0, (3, 3)) * (2 * np.pi / rng.uniform(6.0, 14.0, (3, 1))),
+            tex_phase=rng.uniform(0, 2 * np.pi, 3),
+            conus_s=float(s[LEVEL_DISC["l1_l2"]] + rng.uniform(-5.0, 20.0)),
+        )
+
+    # ----------------------------------------------------------------------------- coordinates
+    def spine_coords(self, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(s, d, lx) of world points (N, 3)."""
+        ry = pts[:, 1] - self.center_y
+        rz = pts[:, 2] - self.center_z
+        r = np.hypot(ry, rz)
+        s = self.radius * np.arctan2(rz, -ry)
+        return s, self.radius - r, pts[:, 0] - self.x0
+
+    def to_world(self, s: float, d: float, lx: float) -> np.ndarray:
+        """World point (3,) of spine coordinates."""
+        phi = s / self.radius
+        r = self.radius - d
+        return np.array(
+            [self.x0 + lx, self.center_y - r * np.cos(phi), self.center_z + r * np.sin(phi)], dtype=np.float64
+        )
+
+    def tangent(self, s: float) -> np.ndarray:
+        """Unit superior direction of the spine at arc position s (the disc-plane normal at a disc)."""
+        phi = s / self.radius
+        return np.array([0.0, np.sin(phi), np.cos(phi)])
+
+    def posterior(self, s: float) -> np.ndarray:
+        """Unit posterior direction at arc position s (perpendicular to the tangent, in the sagittal plane)."""
+        phi = s / self.radius
+        return np.array([0.0, np.cos(phi), -np.sin(phi)])
+
+    # ----------------------------------------------------------------------------- landmarks
+    def canal_center_d(self, disc: int) -> float:
+        """d of the thecal sac centre at a disc (narrowing included)."""
+        ant, post = self._canal_walls(self.canal_nar[disc])
+        return float((ant + post) / 2)
+
+    def _canal_walls(self, nar: np.ndarray | float) -> tuple:
+        d_ant0 = self.a_ap + 1.0
+        return d_ant0 + 0.5 * nar * self.canal_ap, d_ant0 + self.canal_ap - 0.5 * nar * self.canal_ap
+
+    def canal_ap_at(self, disc: int) -> float:
+        """True thecal sac AP diameter (mm) at a disc."""
+        ant, post = self._canal_walls(self.canal_nar[disc])
+        return float(post - ant)
+
+    def recess_center(self, disc: int, side: str) -> np.ndarray:
+        """World centre of the left/right lateral recess at a disc (subarticular label point)."""
+        sign = 1.0 if side == "left" else -1.0
+        return self.to_world(self.s_disc[disc], self.a_ap + 4.0, sign * (self.canal_w / 2 - 2.0))
+
+    def foramen_center(self, disc: int, side: str) -> np.ndarray:
+        """World centre of the left/right neural foramen at a disc (foraminal label point)."""
+        sign = 1.0 if side == "left" else -1.0
+        s_f, d_f = self._foramen_sd(disc)
+        return self.to_world(s_f, d_f, sign * self.foramen_x())
+
+    def foramen_x(self) -> float:
+        """|lx| of the foramina's centre."""
+        return self.canal_w / 2 + 8.0
+
+    def _foramen_sd(self, disc: int | np.ndarray) -> tuple:
+        h_body = 26.5 * self.size
+        return self.s_disc[disc] + 0.22 * (self.h_disc[disc] + 0.6 * h_body), self.a_ap + 5.0 * self.size
+
+    def canal_point(self, disc: int) -> np.ndarray:
+        """World centre of the thecal sac at a disc on the midline (canal label point)."""
+        return self.to_world(self.s_disc[disc], self.canal_center_d(disc), 0.0)
+
+    # ----------------------------------------------------------------------------- rendering
+    def render(self, pts: np.ndarray, contrast: str, pw: float) -> np.ndarray:
+        """Noise-free relative signal (N,) float32 of the contrast at world points ``pts`` (N, 3).
+
+        ``pw`` is the partial-volume edge width (about one pixel, mm).
+        """
+        ci = CONTRASTS.index(contrast)
+        tv = {k: v[ci] for k, v in _TISSUE.items()}
+        s, d, lx = (a.astype(np.float32) for a in self.spine_coords(pts))
+        img = np.zeros(len(s), dtype=np.float32)
+        size = self.size
+        alx = np.abs(lx)
+
+        # Torso: a vertical elliptic cylinder in world space (subcutaneous fat shell, viscera inside).
+        tw, td, f = self.torso_w, self.torso_d, self.fat
+        back_y = self.center_y - self.radius + self.a_ap + self.canal_ap + 55.0 * size + f
+        tx = (pts[:, 0] - self.x0).astype(np.float32)
+        ty = (pts[:, 1] - (back_y - td)).astype(np.float32)
+        q = (tx / tw) ** 2 + (ty / td) ** 2
+        _paint(img, _ramp((1 - q) * (td / 2), pw), tv["fat"])
+        q = (tx / (tw - f)) ** 2 + (ty / (td - f)) ** 2
+        _paint(img, _ramp((1 - q) * ((td - f) / 2), pw), tv["viscera"])
+
+        # Detailed structures only where they can be: muscles/vessels in a wide box, the spine in a tight one.
+        a_ap, cw, size = self.a_ap, self.canal_w, self.size
+        dpost0 = a_ap + 1.0 + self.canal_ap
+        wide = (alx < 62.0 * size) & (d > -a_ap - 30.0 * size) & (d < dpost0 + 40.0 * size)
+        idx = np.flatnonzero(wide)
+        if idx.size:
+            img[idx] = self._render_soft(img[idx], s[idx], d[idx], lx[idx], alx[idx], tv, pw)
+        core = (alx < max(cw / 2 + 16.0 * size, self.a_lat * 1.05 + 1.0)) & (d > -a_ap - 2.0)
+        core &= (d < dpost0 + 10.0 * size) | ((alx < 6.0 * size) & (d < dpost0 + 50.0 * size))
+        idx = np.flatnonzero(core)
+        if idx.size:
+            img[idx] = self._render_core(img[idx], s[idx], d[idx], lx[idx], alx[idx], tv, ci, pw)
+        return img
+
+    def _disc_frame(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index of the nearest disc, offset from it along the arc, and its height, per point."""
+        order = np.argsort(self.s_disc)
+        s_sorted = self.s_disc[order]
+        j = order[np.searchsorted((s_sorted[1:] + s_sorted[:-1]) / 2, s)]
+        return j, s - self.s_disc[j].astype(np.float32), self.h_disc[j].astype(np.float32)
+
+    def _render_soft(self, img, s, d, lx, alx, tv, pw):
+        """Paraspinal muscles, psoas and the great vessels."""
+        size, cw = self.size, self.canal_w
+        img = img.copy()
+        dpost0 = self.a_ap + 1.0 + self.canal_ap
+        for sign in (1.0, -1.0):
+            q = ((lx - sign * (cw / 2 + 20 * size)) / (22 * size)) ** 2 + ((d - dpost0 - 16 * size) / (22 * size)) ** 2
+            _paint(img, _ramp((1 - q) * 12 * size, pw), tv["muscle"])
+        s_l1, s_l5 = self.s_disc[LEVEL_DISC["l1_l2"]], self.s_disc[LEVEL_DISC["l5_s1"]]
+        grow = np.clip((s_l1 + 20 - s) / (s_l1 - s_l5 + 20), 0, 1)
+        rp = size * (5 + 15 * grow)
+        q = ((alx - self.a_lat - rp * 0.7) / rp) ** 2 + ((d + 2) / (rp * 0.9)) ** 2
+        _paint(img, _ramp((1 - q) * rp / 2, pw) * (s > s_l5 - 40), tv["muscle"])
+        # Flow voids anterior to the bodies, above the bifurcation at L4.
+        above_bif = _ramp(s - self.s_disc[LEVEL_DISC["l4_l5"]] - 10, pw)
+        for cx, rv in ((12.0, 10.0), (-20.0, 9.0)):
+            q = ((lx - cx * size) / (rv * size)) ** 2 + ((d + self.a_ap + 14 * size) / (rv * size * 0.9)) ** 2
+            _paint(img, _ramp((1 - q) * rv * size / 2, pw) * above_bif, tv["vessel"])
+        return img
+
+    def _render_core(self, img, s, d, lx, alx, tv, ci, pw):  # noqa: C901 - one painter's pass, in order
+        """Posterior elements, ligaments, foramina, canal contents, vertebral bodies and discs."""
+        size, a_ap, cw, cap = self.size, self.a_ap, self.canal_w, self.canal_ap
+        img = img.copy()
+        j, ds, hd = self._disc_frame(s)
+        bump = np.clip(1 - (ds / (hd / 2 + 6.0 * size)) ** 2, 0, None) ** 2
+        left = lx > 0
+        dpost0 = a_ap + 1.0 + cap
+
+        # Posterior elements: a bony band around the canal (pedicles, articular processes, laminae).
+        in_band = _ramp(np.minimum(alx - (cw / 2 - 1.0), cw / 2 + 15 * size - alx), pw)
+        in_band *= _ramp(np.minimum(d - (a_ap - 3.0), dpost0 + 9 * size - d), pw)
+        lam = _ramp(np.minimum(cw / 2 + 12 * size - alx, np.minimum(d - dpost0, dpost0 + 8 * size - d)), pw)
+        spin = _ramp(np.minimum(4.5 * size - alx, np.minimum(d - dpost0, dpost0 + 48 * size - d)), pw)
+        spin *= _ramp(np.abs(ds) - hd / 2 - 3.5 * size, pw)
+        bone = np.maximum(np.maximum(in_band, lam), spin)
+        _paint(img, bone, tv["cortex"])
+        inner = np.maximum(
+            _ramp(np.minimum(alx - (cw / 2), cw / 2 + 14 * size - alx), pw)
+            * _ramp(np.minimum(d - (a_ap - 2.0), dpost0 + 8 * size - d), pw),
+            _ramp(np.minimum(3.5 * size - alx, np.minimum(d - dpost0 - 1, dpost0 + 46 * size - d)), pw)
+            * _ramp(np.abs(ds) - hd / 2 - 4.5 * size, pw),
+        )
+        _paint(img, inner * self._texture(s, d, lx, 0.06), tv["post_marrow"])
+        # Facet joints at each disc: an oblique fluid line inside the articular processes.
+        fj = np.abs(alx - (cw / 2 + 8 * size) - 0.45 * (d - dpost0)) < 0.8
+        fj &= (np.abs(ds) < hd / 2 + 9 * size) & (d > dpost0 - 7 * size) & (d < dpost0 + 7 * size)
+        _paint(img, fj.astype(np.float32), tv["joint_fluid"])
+        # Ligamentum flavum between the laminae at the disc, thickening into the canal with stenosis.
+        nar_c = self.canal_nar[j].astype(np.float32) * bump
+        d_ant, d_post = self._canal_walls(nar_c)
+        lig = _ramp(np.minimum(cw / 2 + 2 - alx, np.minimum(d - d_post + 1.0, dpost0 + 4 * size - d)), pw)
+        lig *= np.maximum(_ramp(hd / 2 + 5 * size - np.abs(ds), pw), (d < dpost0).astype(np.float32))
+        _paint(img, lig, tv["ligament"])
+
+        # Neural foramina: fat ellipses carved in the band at each disc, nerve root in the upper part.
+        side_nar = np.where(left, self.foramen_nar[0][j], self.foramen_nar[1][j]).astype(np.float32)
+        s_f, d_f = self._foramen_sd(j)
+        hf0 = 0.5 * hd + 0.3 * 26.5 * size
+        hf, af = hf0 * (1 - 0.45 * side_nar), 5.0 * size * (1 - 0.6 * side_nar)
+        lat = (alx - self.foramen_x()) / (9.0 * size)
+        q = ((s - s_f) / hf) ** 2 + ((d - d_f) / af) ** 2 + lat**2
+        _paint(img, _ramp((1 - q) * af / 2, pw), tv["fat"])
+        rr = 2.4 * size * (1 - 0.3 * side_nar)
+        q = ((s - s_f - 0.35 * hf) / rr) ** 2 + ((d - d_f) / rr) ** 2 + lat**2
+        _paint(img, _ramp((1 - q) * rr / 2, pw), tv["nerve"])
+
+        # Canal: epidural fat in the bony canal, thecal sac (CSF), lateral recesses, roots / cord.
+        d_ant0 = a_ap + 1.0
+        fat_c = _ramp(np.minimum(cw / 2 + 0.5 - alx, np.minimum(d - d_ant0 + 1, d_post - d)), pw)
+        _paint(img, fat_c, tv["fat"])
+        sac_tail = _ramp(s - (self.s_disc[-1] - 35 * size), pw)  # the dural sac ends at about S2
+        half_ap = np.maximum((d_post - d_ant) / 2, 0.2)
+        dc = (d_ant + d_post) / 2
+        half_w = cw / 2 * (1 - 0.2 * nar_c) - 1.0
+        q = (lx / half_w) ** 2 + ((d - dc) / half_ap) ** 2
+        sac = _ramp((1 - q) * half_ap / 2, pw) * sac_tail
+        _paint(img, sac, tv["csf"])
+        rec_nar = np.where(left, self.recess_nar[0][j], self.recess_nar[1][j]).astype(np.float32) * bump
+        r_rec = 4.0 * size * (1 - rec_nar)
+        q = ((alx - (cw / 2 - 2.0)) / r_rec) ** 2 + ((d - (a_ap + 4.0)) / r_rec) ** 2
+        _paint(img, _ramp((1 - q) * r_rec / 2, pw) * sac_tail, tv["csf"])
+        rn = 1.4 * size * (1 - 0.3 * rec_nar)
+        q = ((alx - (cw / 2 - 2.0)) / rn) ** 2 + ((d - (a_ap + 4.0)) / rn) ** 2
+        _paint(img, _ramp((1 - q) * rn / 2, pw) * sac_tail, tv["nerve"])
+        # Cauda equina lies dependently (posterior, patient supine); above the conus it is the cord.
+        cord = s > self.conus_s
+        rb_w = np.where(cord, 5.0 * size, 0.3 * cw / 2)
+        rb_a = np.where(cord, 4.0 * size, 2.2 * size)
+        bc = np.where(cord, dc, d_post - rb_a - 0.6)
+        q = (lx / rb_w) ** 2 + ((d - bc) / rb_a) ** 2
+        _paint(img, _ramp((1 - q) * rb_a / 2, pw) * sac, np.where(cord, tv["cord"], tv["nerve"]))
+
+        # Bodies (cortex rim, textured marrow) and discs (annulus, nucleus, posterior bulge).
+        sacral = s < self.s_disc[-1]
+        taper = np.where(sacral, np.clip(1 + (s - self.s_disc[-1]) / 110.0, 0.35, 1.0), 1.0)
+        aap, alat = a_ap * taper, self.a_lat * taper
+        in_body_s = _ramp(np.abs(ds) - hd / 2, pw)
+        q = (lx / alat) ** 4 + (d / aap) ** 4
+        body = _ramp((1 - q) * aap / 4, pw) * in_body_s
+        _paint(img, body, tv["cortex"])
+        q = (lx / (alat - 1.3)) ** 4 + (d / (aap - 1.3)) ** 4
+        marrow = _ramp((1 - q) * aap / 4, pw) * _ramp(np.abs(ds) - hd / 2 - 1.3, pw)
+        _paint(img, marrow, self.marrow[ci] * self._texture(s, d, lx, 0.1))
+        bulge = (d_ant - d_ant0) + 1.0
+        cp = np.clip(1 - (lx / (cw / 2 + 3)) ** 2, 0, None)
+        a_post = np.where(d > 0, a_ap + bulge * cp, a_ap)
+        q = (lx / (self.a_lat * 1.02)) ** 4 + (d / a_post) ** 4
+        disc = _ramp((1 - q) * a_ap / 4, pw) * _ramp(hd / 2 + 0.3 - np.abs(ds), pw)
+        _paint(img, disc, tv["annulus"])
+        hyd = self.hydration[j].astype(np.float32)
+        nuc_v = (0.3 + 0.6 * hyd) if ci else (0.28 + 0.12 * hyd)
+        q = (lx / (0.55 * self.a_lat)) ** 2 + (d / (0.5 * a_ap)) ** 2 + (ds / (0.3 * hd)) ** 2
+        _paint(img, _ramp((1 - q) * hd * 0.15, pw) * disc, nuc_v)
+        return img
+
+    def _texture(self, s, d, lx, amp: float) -> np.ndarray:
+        """Smooth multiplicative texture 1 +- amp from three random plane waves."""
+        t = np.zeros_like(s)
+        for k, ph in zip(self.tex_k, self.tex_phase):
+            t += np.cos(s * k[0] + d * k[1] + lx * k[2] + ph)
+        return 1.0 + (amp / 3.0) * t

@@ -1,0 +1,189 @@
+"""Series planning (slice geometry like a scanner's planner) and pixel rendering of a phantom patient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from radspine.constants import AX_T2, LEVELS, SAG_T1, SAG_T2
+from radspine.synth.anatomy import LEVEL_DISC, Patient
+from radspine.types import Volume
+
+VENDORS: tuple[str, ...] = ("GE MEDICAL SYSTEMS", "SIEMENS", "Philips Medical Systems")
+
+
+@dataclass
+class SeriesPlan:
+    """Geometry and acquisition of one series. Slices are listed in file (InstanceNumber) order."""
+
+    series_id: int
+    series_number: int
+    description: str  # CSV description (SAG_T1 / SAG_T2 / AX_T2)
+    dicom_description: str  # vendor-like SeriesDescription tag
+    contrast: str  # "T1" | "T2" | "STIR"
+    rows: int
+    cols: int
+    pixel_spacing: tuple[float, float]  # (row mm, column mm)
+    positions: np.ndarray  # (S, 3) ImagePositionPatient
+    row_cos: np.ndarray  # (S, 3) world direction of increasing column
+    col_cos: np.ndarray  # (S, 3) world direction of increasing row
+    stack: np.ndarray  # (S,) stack index (tilted axial stacks)
+    instance_numbers: np.ndarray  # (S,)
+    thickness: float
+    spacing_between: float
+    levels: tuple[str, ...] = ()  # axial: levels the series was planned for
+    missing_tag: str | None = None  # quirk: an optional tag left out of every file
+    extra: dict = field(default_factory=dict)
+
+    def volumes(self) -> list[Volume]:
+        """Geometry-only :class:`Volume` per stack (pixels are 1x1 placeholders), slices sorted along the normal."""
+        out = []
+        for st in np.unique(self.stack):
+            sel = np.flatnonzero(self.stack == st)
+            n = np.cross(self.row_cos[sel[0]], self.col_cos[sel[0]])
+            sel = sel[np.argsort(self.positions[sel] @ n)]
+            out.append(
+                Volume(
+                    pixels=np.zeros((len(sel), 1, 1), np.float32),
+                    positions=self.positions[sel],
+                    row_cosine=self.row_cos[sel[0]],
+                    col_cosine=self.col_cos[sel[0]],
+                    pixel_spacing=self.pixel_spacing,
+                    instance_numbers=self.instance_numbers[sel],
+                    series_id=self.series_id,
+                    description=self.description,
+                    stack_index=int(st),
+                    slice_thickness=self.thickness,
+                )
+            )
+        return out
+
+
+def _stack(center: np.ndarray, row: np.ndarray, col: np.ndarray, offsets: np.ndarray, rows: int, cols: int,
+           spacing: tuple[float, float]) -> np.ndarray:
+    """ImagePositionPatient (S, 3) of slices whose centres lie at ``center + offsets * normal``."""
+    normal = np.cross(row, col)
+    corner = -((cols - 1) / 2) * spacing[1] * row - ((rows - 1) / 2) * spacing[0] * col
+    return center[None] + offsets[:, None] * normal[None] + corner[None]
+
+
+def plan_sagittal(rng: np.random.Generator, pat: Patient, size: int, description: str, contrast: str,
+                  series_id: int, series_number: int) -> SeriesPlan:
+    """15-17 parallel sagittal slices 3.5-4.5 mm apart centred near the midline, slightly oblique."""
+    n = int(rng.integers(15, 18))
+    gap = rng.uniform(3.5, 4.5)
+    px = rng.uniform(190.0, 230.0) / size  # FOV 190-230 mm: 0.74-0.9 mm pixels at 256 px
+    yaw = np.deg2rad(rng.normal(0.0, 2.0))
+    row = np.array([np.sin(yaw), np.cos(yaw), 0.0])  # columns run posterior
+    col = np.array([0.0, 0.0, -1.0])  # rows run inferior
+    s_mid = (pat.s_disc[LEVEL_DISC["l1_l2"]] + pat.s_disc[LEVEL_DISC["l5_s1"]]) / 2
+    center = pat.to_world(s_mid + rng.normal(0, 8), pat.a_ap + rng.normal(10, 8), 0.0)
+    center[0] = pat.x0 + rng.normal(0.0, 2.0)
+    offsets = (np.arange(n) - (n - 1) / 2) * gap
+    pos = _stack(center, row, col, offsets, size, size, (px, px))
+    thick = gap - rng.uniform(0.0, 0.5)
+    short = {"T1": ["SAG T1", "Sag T1 FSE", "t1_tse_sag"], "T2": ["SAG T2", "Sag T2 FRFSE", "t2_tse_sag"],
+             "STIR": ["SAG STIR", "Sag STIR", "t2_tirm_sag"]}[contrast]
+    return SeriesPlan(series_id, series_number, description, str(rng.choice(short)), contrast, size, size,
+                      (px, px), pos, np.tile(row, (n, 1)), np.tile(col, (n, 1)), np.zeros(n, int),
+                      np.arange(1, n + 1), float(thick), float(gap))
+
+
+def plan_axial(rng: np.random.Generator, pat: Patient, size: int, series_id: int, series_number: int,
+               levels: tuple[str, ...], tilted: bool) -> SeriesPlan:
+    """Axial T2: one continuous stack over ``levels`` or one short stack tilted to each disc plane."""
+    px = rng.uniform(160.0, 200.0) / size
+    gap = rng.uniform(3.5, 4.8)
+    thick = gap * rng.uniform(0.85, 1.0)
+    row = np.array([1.0, 0.0, 0.0])  # columns run to patient left
+    centers, rows_c, cols_c, stacks = [], [], [], []
+    in_plane = np.array([rng.normal(0, 5), 0.0, 0.0])
+    d_c = pat.a_ap + rng.normal(5.0, 6.0)
+    discs = [LEVEL_DISC[lv] for lv in levels]
+    if tilted:
+        for si, di in enumerate(discs):
+            ang = np.deg2rad(rng.normal(0.0, 2.0))
+            s0 = pat.s_disc[di]
+            t, p = pat.tangent(s0), pat.posterior(s0)
+            normal = np.cos(ang) * t + np.sin(ang) * p
+            col = np.cross(normal, row)  # row x col = normal
+            k = int(rng.integers(3, 6))
+            offs = (np.arange(k) - (k - 1) / 2) * gap + rng.normal(0, 1.0)
+            c = pat.to_world(s0, d_c, 0.0) + in_plane
+            for o in offs[::-1]:  # superior slice first
+                centers.append(c + o * normal)
+                rows_c.append(row)
+                cols_c.append(col)
+                stacks.append(si)
+    else:
+        s_top = pat.s_disc[discs[0]] + 12.0
+        s_bot = pat.s_disc[discs[-1]] - 12.0
+        s_mid = (s_top + s_bot) / 2
+        ang = rng.normal(0.0, np.deg2rad(4.0))
+        normal = np.array([0.0, np.sin(ang), np.cos(ang)])
+        col = np.cross(normal, row)
+        c = pat.to_world(s_mid, d_c, 0.0) + in_plane
+        top, bot = pat.to_world(s_top, d_c, 0.0), pat.to_world(s_bot, d_c, 0.0)
+        lo, hi = float((bot - c) @ normal), float((top - c) @ normal)
+        offs = np.arange(hi, lo - 1e-6, -gap)
+        for o in offs:
+            centers.append(c + o * normal)
+            rows_c.append(row)
+            cols_c.append(col)
+            stacks.append(0)
+    rows_c, cols_c = np.array(rows_c), np.array(cols_c)
+    corner = -((size - 1) / 2) * px * rows_c - ((size - 1) / 2) * px * cols_c
+    pos = np.array(centers) + corner
+    n = len(pos)
+    desc = str(rng.choice(["AX T2", "Ax T2 FSE", "t2_tse_tra", "AXIAL T2 FRFSE"]))
+    return SeriesPlan(series_id, series_number, AX_T2, desc, "T2", size, size, (px, px), pos, rows_c, cols_c,
+                      np.array(stacks), np.arange(1, n + 1), float(thick), float(gap), levels=tuple(levels))
+
+
+def render_series(rng: np.random.Generator, pat: Patient, plan: SeriesPlan, vendor: str,
+                  chunk: int = 6) -> tuple[np.ndarray, float, float]:
+    """Pixels (S, R, C) uint16 of a plan, plus the (slope, intercept) a reader must apply.
+
+    Signal = anatomy x smooth bias field (posterior coil gain + random gradient) x vendor scale, then Rician
+    noise; stored either directly or divided by a RescaleSlope (Philips-like).
+    """
+    rr, cc = np.meshgrid(np.arange(plan.rows, dtype=np.float32), np.arange(plan.cols, dtype=np.float32),
+                         indexing="ij")
+    rmm, cmm = plan.pixel_spacing
+    pw = float(max(cmm, 0.5))
+    scale = {"GE MEDICAL SYSTEMS": rng.uniform(1200, 2600), "SIEMENS": rng.uniform(500, 1100),
+             "Philips Medical Systems": rng.uniform(700, 1800)}[vendor]
+    sigma = rng.uniform(0.015, 0.035) * scale
+    grad = rng.normal(0.0, 0.15, 3)
+    center = plan.positions.mean(axis=0)
+    coil_y = pat.center_y - pat.radius + pat.a_ap + 60.0  # near the back: surface coil under the patient
+    out = np.empty((len(plan.positions), plan.rows, plan.cols), dtype=np.float32)
+    for k0 in range(0, len(plan.positions), chunk):
+        ks = range(k0, min(k0 + chunk, len(plan.positions)))
+        pts = np.concatenate([
+            (plan.positions[k][None, None].astype(np.float32)
+             + (cc * cmm)[..., None] * plan.row_cos[k].astype(np.float32)
+             + (rr * rmm)[..., None] * plan.col_cos[k].astype(np.float32)).reshape(-1, 3)
+            for k in ks
+        ])
+        sig = pat.render(pts, plan.contrast, pw)
+        rel = (pts - center.astype(np.float32)) / 100.0
+        bias = np.exp(rel @ grad.astype(np.float32) - 0.25 * np.abs(pts[:, 1] - coil_y) / 100.0)
+        sig = sig * bias * scale
+        n1 = rng.standard_normal(sig.shape, dtype=np.float32) * sigma
+        n2 = rng.standard_normal(sig.shape, dtype=np.float32) * sigma
+        out[k0 : k0 + len(ks)] = np.sqrt((sig + n1) ** 2 + n2**2).reshape(len(ks), plan.rows, plan.cols)
+    slope, intercept = 1.0, 0.0
+    if vendor.startswith("Philips") and rng.random() < 0.7:
+        slope = float(np.round(rng.uniform(1.2, 3.0), 4))
+    stored = np.clip(np.rint((out - intercept) / slope), 0, 65535).astype(np.uint16)
+    return stored, slope, intercept
+
+
+def level_of(plan: SeriesPlan) -> tuple[str, ...]:
+    """Levels covered by an axial plan (all levels for sagittal plans)."""
+    return plan.levels or LEVELS
+
+
+__all__ = ["SeriesPlan", "plan_sagittal", "plan_axial", "render_series", "VENDORS", "SAG_T1", "SAG_T2"]

@@ -1,0 +1,352 @@
+"""Build phantom studies and write them in the exact RSNA 2024 LSDC Kaggle layout."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radspine.constants import (
+    AX_T2,
+    CONDITION_NAMES,
+    CONDITIONS,
+    LABEL_COLUMNS,
+    LEVEL_NAMES,
+    LEVELS,
+    SAG_T1,
+    SAG_T2,
+    SEVERITIES,
+    SEVERITY_COLUMNS,
+    row_id,
+    study_row_ids,
+)
+from radspine.errors import ConfigError, DatasetError
+from radspine.fsutil import write_csv_atomic
+from radspine.geometry import project_point
+from radspine.synth.anatomy import LEVEL_DISC, Patient
+from radspine.synth.labels import sample_latents
+from radspine.synth.quirks import QuirkConfig
+from radspine.synth.render import VENDORS, SeriesPlan, plan_axial, plan_sagittal, render_series
+
+log = logging.getLogger(__name__)
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's registered root; suffix is a hash of the seed
+OPTIONAL_TAGS = ("SpacingBetweenSlices", "SliceThickness", "Manufacturer", "MagneticFieldStrength", "PatientPosition")
+
+
+@dataclass(frozen=True)
+class _StudyJob:
+    split: str
+    study_id: int
+    seed_seq: np.random.SeedSequence
+    seed: int
+    size: int
+    quirks: QuirkConfig
+    root: str
+
+
+def _job_key(job: _StudyJob) -> int:
+    return job.study_id
+
+
+def _uid(seed: int, *parts: object) -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(prefix=UID_PREFIX, entropy_srcs=["radspine-synth", str(seed), *map(str, parts)]))
+
+
+def _ds(v: float) -> str:
+    """DICOM decimal string of at most 16 characters."""
+    s = f"{v:.6f}".rstrip("0").rstrip(".")
+    return s if len(s) <= 16 else f"{v:.8g}"
+
+
+def _write_series(folder: Path, plan: SeriesPlan, pixels: np.ndarray, slope: float, intercept: float,
+                  job: _StudyJob, vendor: str, field: float) -> int:
+    """Write one series as MR Image Storage files ``<InstanceNumber>.dcm``; returns bytes written."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = _uid(job.seed, job.study_id)
+    series_uid = _uid(job.seed, job.study_id, plan.series_id)
+    frame_uid = _uid(job.seed, job.study_id, "frame")
+    total = 0
+    vmax = int(pixels.max()) if pixels.size else 0
+    bits = 12 if vmax < 4096 else 16
+    for k in range(len(plan.positions)):
+        inst = int(plan.instance_numbers[k])
+        sop_uid = _uid(job.seed, job.study_id, plan.series_id, inst)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+        ds.SOPClassUID = MR_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop_uid
+        ds.Modality = "MR"
+        ds.Manufacturer = vendor
+        ds.PatientName = f"SYNTH^{job.study_id}"
+        ds.PatientID = str(job.study_id)
+        ds.BodyPartExamined = "LSPINE"
+        ds.ScanningSequence = "SE" if plan.contrast != "STIR" else ["SE", "IR"]
+        ds.MagneticFieldStrength = _ds(field)
+        ds.SliceThickness = _ds(plan.thickness)
+        ds.SpacingBetweenSlices = _ds(plan.spacing_between)
+        ds.RepetitionTime = _ds(600.0 if plan.contrast == "T1" else 3500.0)
+        ds.EchoTime = _ds(12.0 if plan.contrast == "T1" else 95.0)
+        ds.PatientPosition = "HFS"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = str(job.study_id)[-6:]
+        ds.SeriesNumber = plan.series_number
+        ds.InstanceNumber = inst
+        ds.SeriesDescription = plan.dicom_description
+        ds.ImagePositionPatient = [_ds(v) for v in plan.positions[k]]
+        ds.ImageOrientationPatient = [_ds(v) for v in (*plan.row_cos[k], *plan.col_cos[k])]
+        normal = np.cross(plan.row_cos[k], plan.col_cos[k])
+        ds.FrameOfReferenceUID = frame_uid
+        ds.SliceLocation = _ds(float(plan.positions[k] @ normal))
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = plan.rows
+        ds.Columns = plan.cols
+        ds.PixelSpacing = [_ds(plan.pixel_spacing[0]), _ds(plan.pixel_spacing[1])]
+        ds.BitsAllocated = 16
+        ds.BitsStored = bits
+        ds.HighBit = bits - 1
+        ds.PixelRepresentation = 0
+        if slope != 1.0 or intercept != 0.0:
+            ds.RescaleIntercept = _ds(intercept)
+            ds.RescaleSlope = _ds(slope)
+            ds.RescaleType = "US"
+        img = pixels[k]
+        wc = float(np.percentile(img[:: max(1, plan.rows // 32), :: max(1, plan.cols // 32)], 60)) * slope
+        ds.WindowCenter = _ds(round(wc))
+        ds.WindowWidth = _ds(round(2 * wc + 1))
+        ds.PixelData = img.astype("<u2").tobytes()
+        if plan.missing_tag is not None and plan.missing_tag in ds:
+            delattr(ds, plan.missing_tag)
+        path = folder / f"{inst}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        total += path.stat().st_size
+    return total
+
+
+def _series_ids(rng: np.random.Generator, n: int) -> list[int]:
+    ids: list[int] = []
+    while len(ids) < n:
+        v = int(rng.integers(10**6, 4 * 10**9))
+        if v not in ids:
+            ids.append(v)
+    return ids
+
+
+def _build_study(job: _StudyJob) -> dict:
+    """Sample, render and write one study; returns its CSV rows and counts."""
+    rng = np.random.default_rng(job.seed_seq)
+    q = job.quirks
+    lat = sample_latents(rng, 1, q)[0]
+    pat = Patient.sample(rng, lat)
+    vendor = str(rng.choice(VENDORS))
+    field = float(rng.choice([1.5, 3.0]))
+    ids = _series_ids(rng, 6)
+    stir = rng.random() < 0.15
+    plans = [
+        plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[0], 1),
+        plan_sagittal(rng, pat, job.size, SAG_T2, "STIR" if stir else "T2", ids[1], 2),
+    ]
+    if rng.random() < q.second_sag_t1:
+        plans.append(plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[2], 4))
+    main_axial: list[SeriesPlan] = []
+    if rng.random() >= q.no_axial:
+        tilted = bool(rng.random() < 0.6)
+        if rng.random() < q.axial_split:
+            n_parts = int(rng.integers(2, 4))
+            cuts = np.sort(rng.choice(np.arange(1, len(LEVELS)), size=n_parts - 1, replace=False))
+            groups = np.split(np.array(LEVELS), cuts)
+            for gi, grp in enumerate(groups):
+                main_axial.append(plan_axial(rng, pat, job.size, ids[3 + gi], 5 + gi, tuple(grp), tilted))
+        else:
+            main_axial.append(plan_axial(rng, pat, job.size, ids[3], 5, LEVELS, tilted))
+        plans += main_axial
+        if rng.random() < q.two_axial:
+            plans.append(plan_axial(rng, pat, job.size, ids[5], 9, LEVELS, not tilted))
+    for p in plans:
+        if rng.random() < q.reversed_instances:
+            p.instance_numbers = p.instance_numbers[::-1].copy()
+        if rng.random() < q.missing_tag:
+            p.missing_tag = str(rng.choice(OPTIONAL_TAGS))
+
+    # Render and write into a hidden folder, renamed into place when complete.
+    root = Path(job.root) / f"{job.split}_images"
+    final = root / str(job.study_id)
+    tmp = root / f".{job.study_id}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    nbytes = nfiles = 0
+    for p in plans:
+        pix, slope, icpt = render_series(rng, pat, p, vendor)
+        nbytes += _write_series(tmp / str(p.series_id), p, pix, slope, icpt, job, vendor, field)
+        nfiles += len(p.positions)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+    coords = _label_points(rng, pat, plans, main_axial, job.study_id)
+    keep = [not lat.blank[CONDITIONS.index(c[3]), LEVELS.index(c[4])] for c in coords]
+    coords = [c for c, k in zip(coords, keep) if k]
+    if coords and rng.random() < q.missing_coords:
+        drop = set(rng.choice(len(coords), size=min(len(coords), int(rng.integers(1, 4))), replace=False).tolist())
+        coords = [c for i, c in enumerate(coords) if i not in drop]
+    return {
+        "study_id": job.study_id,
+        "split": job.split,
+        "series": [(job.study_id, p.series_id, p.description) for p in plans],
+        "coords": coords,
+        "severity": lat.severity,
+        "grade": lat.grade,
+        "blank": lat.blank,
+        "bytes": nbytes,
+        "files": nfiles,
+    }
+
+
+def _label_points(rng: np.random.Generator, pat: Patient, plans: list[SeriesPlan], axial: list[SeriesPlan],
+                  study_id: int) -> list[tuple]:
+    """Reader clicks: (study_id, series_id, instance, condition, level, x, y) with ~0.4 mm click noise."""
+    sag_t1 = next(p for p in plans if p.description == SAG_T1).volumes()[0]
+    sag_t2 = next(p for p in plans if p.description == SAG_T2).volumes()[0]
+    ax_vols = [v for p in axial for v in p.volumes()]
+    rows = []
+    for c in CONDITIONS:
+        for lv in LEVELS:
+            disc = LEVEL_DISC[lv]
+            if c == "spinal_canal_stenosis":
+                vols, pt = [sag_t2], pat.canal_point(disc)
+            elif "foraminal" in c:
+                vols, pt = [sag_t1], pat.foramen_center(disc, "left" if c.startswith("left") else "right")
+            else:
+                vols, pt = ax_vols, pat.recess_center(disc, "left" if c.startswith("left") else "right")
+            if not vols:
+                continue
+            pt = pt + rng.normal(0.0, 0.4, 3)
+            best = min((project_point(v, pt) for v in vols), key=lambda pr: abs(pr.distance_mm))
+            vol = next(v for v in vols if best.instance_number in set(v.instance_numbers.tolist())
+                       and abs(project_point(v, pt).distance_mm) == abs(best.distance_mm))
+            rows.append((study_id, vol.series_id, best.instance_number, c, lv, round(best.x, 3), round(best.y, 3)))
+    return rows
+
+
+def make_dataset(out: Path, train_studies: int, test_studies: int = 0, seed: int = 0, size: int = 256,
+                 quirks: QuirkConfig | None = None, *, workers: int = 1, overwrite: bool = False) -> dict:
+    """Write a labelled phantom in the Kaggle layout under ``out``; return a summary dict.
+
+    Writes ``train_images/``, ``train.csv``, ``train_label_coordinates.csv``, ``train_series_descriptions.csv``,
+    ``test_images/``, ``test_series_descriptions.csv``, ``sample_submission.csv`` and, outside the image folders,
+    ``test_solution.csv`` (row_id, normal_mild, moderate, severe one-hot, study_id) and ``synth_truth.csv``
+    (study_id, condition, level, severity, grade; every study). Same arguments -> byte-identical files,
+    whatever ``workers`` is.
+
+    Raises:
+        ConfigError: counts/size out of range. DatasetError: ``out`` is a non-empty folder and not ``overwrite``.
+    """
+    from radspine.parallel import map_items
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if train_studies < 0 or test_studies < 0 or train_studies + test_studies < 1:
+        raise ConfigError(f"synth: need at least one study (train={train_studies}, test={test_studies})")
+    if not 16 <= int(size) <= 1024:
+        raise ConfigError(f"synth: --size {size} must lie in [16, 1024] pixels")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"synth: output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DatasetError(f"synth: output folder {out} is not empty (pass overwrite to replace it)")
+        for name in ("train_images", "test_images"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    quirks = QuirkConfig() if quirks is None else quirks
+    out.mkdir(parents=True, exist_ok=True)
+
+    ss = np.random.SeedSequence(int(seed))
+    id_seq, *study_seqs = ss.spawn(1 + train_studies + test_studies)
+    id_rng = np.random.default_rng(id_seq)
+    study_ids: list[int] = []
+    while len(study_ids) < train_studies + test_studies:
+        v = int(id_rng.integers(10**6, 4_290_000_000))
+        if v not in study_ids:
+            study_ids.append(v)
+    splits = ["train"] * train_studies + ["test"] * test_studies
+    for split in ("train", "test"):
+        (out / f"{split}_images").mkdir(exist_ok=True)
+    jobs = [_StudyJob(sp, sid, sq, int(seed), int(size), quirks, str(out))
+            for sp, sid, sq in zip(splits, study_ids, study_seqs)]
+    outcomes = map_items(_build_study, jobs, key=_job_key, workers=workers, desc="synth")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise DatasetError(f"synth: study {failed[0].key} failed: {failed[0].error}")
+    results = sorted((o.value for o in outcomes), key=lambda r: (r["split"], r["study_id"]))
+    _write_csvs(out, results)
+    train_ids = sorted(r["study_id"] for r in results if r["split"] == "train")
+    test_ids = sorted(r["study_id"] for r in results if r["split"] == "test")
+    return {
+        "out": str(out),
+        "train_study_ids": train_ids,
+        "test_study_ids": test_ids,
+        "files": int(sum(r["files"] for r in results)),
+        "bytes": int(sum(r["bytes"] for r in results)),
+        "coordinate_rows": int(sum(len(r["coords"]) for r in results if r["split"] == "train")),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _write_csvs(out: Path, results: list[dict]) -> None:
+    train = [r for r in results if r["split"] == "train"]
+    test = [r for r in results if r["split"] == "test"]
+    label_rows, truth_rows, sol_rows, sub_rows = [], [], [], []
+    for r in results:
+        for i, c in enumerate(CONDITIONS):
+            for j, lv in enumerate(LEVELS):
+                truth_rows.append((r["study_id"], c, lv, round(float(r["severity"][i, j]), 6), int(r["grade"][i, j])))
+    for r in train:
+        cells = {}
+        for i, c in enumerate(CONDITIONS):
+            for j, lv in enumerate(LEVELS):
+                cells[f"{c}_{lv}"] = "" if r["blank"][i, j] else SEVERITIES[int(r["grade"][i, j])]
+        label_rows.append({"study_id": r["study_id"], **cells})
+    for r in test:
+        sub_rows += [(rid, 1 / 3, 1 / 3, 1 / 3) for rid in study_row_ids(r["study_id"])]
+        for i, c in enumerate(CONDITIONS):
+            for j, lv in enumerate(LEVELS):
+                if not r["blank"][i, j]:
+                    onehot = [0, 0, 0]
+                    onehot[int(r["grade"][i, j])] = 1
+                    sol_rows.append((row_id(r["study_id"], c, lv), *onehot, r["study_id"]))
+    train_df = pd.DataFrame(label_rows, columns=["study_id", *LABEL_COLUMNS])
+    write_csv_atomic(train_df, out / "train.csv")
+    coords = pd.DataFrame(
+        [(s, se, inst, CONDITION_NAMES[c], LEVEL_NAMES[lv], x, y) for r in train for (s, se, inst, c, lv, x, y) in r["coords"]],
+        columns=["study_id", "series_id", "instance_number", "condition", "level", "x", "y"],
+    )
+    write_csv_atomic(coords, out / "train_label_coordinates.csv")
+    cols = ["study_id", "series_id", "series_description"]
+    write_csv_atomic(pd.DataFrame([s for r in train for s in r["series"]], columns=cols), out / "train_series_descriptions.csv")
+    write_csv_atomic(pd.DataFrame([s for r in test for s in r["series"]], columns=cols), out / "test_series_descriptions.csv")
+    write_csv_atomic(pd.DataFrame(sub_rows, columns=["row_id", *SEVERITY_COLUMNS]), out / "sample_submission.csv")
+    write_csv_atomic(pd.DataFrame(sol_rows, columns=["row_id", *SEVERITY_COLUMNS, "study_id"]), out / "test_solution.csv")
+    write_csv_atomic(pd.DataFrame(truth_rows, columns=["study_id", "condition", "level", "severity", "grade"]),
+                     out / "synth_truth.csv")
+
+
+__all__ = ["make_dataset"]
