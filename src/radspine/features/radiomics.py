@@ -11,7 +11,9 @@ relative on our ROIs) but are computed faster:
 * no SimpleITK round trip for the Original image; filters (LoG, wavelet, …) are pyradiomics' own
   generators run with one SimpleITK thread (faster for small ROIs);
 * shape features depend only on (mask, spacing), so they are cached per mask — a patch ROI mask is
-  the same for every patch of a spec.
+  the same for every patch of a spec. The 3D shape values themselves still come from pyradiomics'
+  C marching cubes (``radiomics._cshape``), whose O(vertices²) diameter search dominates a 3D ROI
+  whenever its mask is new (~60 ms for a 5×48×54 ellipse cylinder); radspine's configs omit shape.
 
 The formulas mirror pyradiomics 3.1 (glcm.py, glrlm.py, glszm.py, gldm.py, ngtdm.py, firstorder.py,
 shape.py, shape2D.py); every deviation in evaluation order is a floating-point reassociation only.
