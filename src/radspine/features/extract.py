@@ -64,19 +64,13 @@ class StudyVolumes:
 
 def load_study_volumes(study: Study) -> StudyVolumes:
     """Read every series of a study; a corrupt series is recorded as a problem, not raised."""
-    from radspine.io.dicom import read_series
+    from radspine.io.dataset import read_study
 
-    out = StudyVolumes(study.study_id)
+    volumes, findings = read_study(study, skip_errors=True)
+    out = StudyVolumes(study.study_id, problems=[f.message for f in findings])
     for s in study.series:
-        if s.description not in SERIES_TYPES:
-            continue
-        try:
-            stacks = read_series(s.path, study_id=study.study_id, series_id=s.series_id, description=s.description)
-        except RadspineError as err:
-            out.problems.append(str(err))
-            log.warning("study %s: %s", study.study_id, err)
-            continue
-        out.by_type.setdefault(s.description, []).extend(stacks)
+        if s.description in SERIES_TYPES and s.series_id in volumes:
+            out.by_type.setdefault(s.description, []).extend(volumes[s.series_id])
     return out
 
 
