@@ -1,0 +1,57 @@
+"""`radspine train-localizer` and `radspine localize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the localizer commands to the CLI."""
+
+    @app.command("train-localizer")
+    def train_localizer_cmd(
+        data: Path = typer.Option(..., "--data", help="Dataset root (competition layout, with train_label_coordinates.csv)."),
+        out: Path = typer.Option(..., "--out", help="Model folder to write (localizer.pt, meta.json, localizer_report.json)."),
+        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs (default from config)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (same seed → same model)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
+    ) -> None:
+        """Train the 25-point localizer from labelled coordinates and report held-out accuracy."""
+        from radspine.commands import setup_logging, user_errors
+
+        setup_logging(quiet=quiet)
+        with user_errors():
+            from radspine.localize import LocalizerConfig, train_localizer
+
+            cfg = LocalizerConfig() if epochs is None else LocalizerConfig(epochs=epochs)
+            report = train_localizer(data, out, cfg, seed=seed)
+            typer.echo(f"localizer written to {out} (trained in {report['train_seconds']:.0f} s)")
+            per = report.get("per_condition")
+            if per:
+                for cond, m in per.items():
+                    if m.get("n"):
+                        typer.echo(
+                            f"  {cond:34s} n={m['n']:3d} median {m['median_mm']:5.1f} mm  ≤5 mm {m['within_5mm']:.2f}"
+                            + (f"  level acc {m['level_accuracy']:.2f}  slice acc {m['slice_accuracy']:.2f}" if "level_accuracy" in m else "")
+                        )
+
+    @app.command("localize")
+    def localize_cmd(
+        data: Path = typer.Option(..., "--data", help="Dataset root (competition layout)."),
+        model: Path = typer.Option(..., "--model", help="Folder written by train-localizer."),
+        out: Path = typer.Option(..., "--out", help="Points CSV to write (train_label_coordinates columns + world_*, flag)."),
+        split: str = typer.Option("test", "--split", help="Which split's studies to localise (train/test)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
+    ) -> None:
+        """Predict the 25 points of every study of a split and write them as a CSV."""
+        from radspine.commands import setup_logging, user_errors
+
+        setup_logging(quiet=quiet)
+        with user_errors():
+            from radspine.localize import localize_dataset
+
+            df = localize_dataset(data, model, out, split=split)
+            flagged = int((df["flag"] != "").sum()) if len(df) else 0
+            typer.echo(f"{df['study_id'].nunique() if len(df) else 0} studies, {len(df)} points → {out} ({flagged} flagged)")

@@ -1,0 +1,27 @@
+"""Localizer: the 25 condition × level points of a study from its images alone.
+
+Sagittal stacks are resampled onto canonical world-aligned planes (columns anterior→posterior, rows
+head→feet, fixed mm spacing) and scanned by a small UNet that predicts one heatmap per level for the
+canal and the foramina; the plane with the strongest response gives the slice, and the side of a
+foramen is decided by world x (patient left = +x). Each level's canal point is carried through world
+geometry into the nearest axial slice over every axial stack, where a second UNet finds both recesses.
+
+Public API: :func:`train_localizer`, :class:`Localizer` (``load``, ``predict_study``),
+:func:`localize_dataset`, :func:`oof_points`, :class:`LocalizerConfig`, :func:`read_points`.
+"""
+
+from radspine.localize.config import LocalizerConfig
+from radspine.localize.infer import POINT_COLUMNS, Localizer, fallback_rows, localize_dataset, read_points
+from radspine.localize.train import evaluate, oof_points, train_localizer
+
+__all__ = [
+    "POINT_COLUMNS",
+    "Localizer",
+    "LocalizerConfig",
+    "evaluate",
+    "fallback_rows",
+    "localize_dataset",
+    "oof_points",
+    "read_points",
+    "train_localizer",
+]

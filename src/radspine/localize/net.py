@@ -1,0 +1,102 @@
+"""A small UNet heatmap model, Gaussian targets and sub-pixel peak decoding.
+
+The UNet is hand-written (about 60 lines) because no segmentation-model library is installed and a
+timm encoder (even resnet18) is ~100x the compute this task needs on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class HeatmapUNet(nn.Module):
+    """UNet of ``depth`` poolings: (B, in_ch, H, W) → logits (B, out_ch, H, W); H, W multiples of 2**depth.
+
+    Depth 4 on a ~80 px canonical sagittal plane gives a receptive field spanning the whole lumbar
+    spine, which the level channels need (L1/L2 and L4/L5 look alike; only context tells them apart).
+    """
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 5, base: int = 8, depth: int = 4):
+        super().__init__()
+        chans = [base * 2**i for i in range(depth + 1)]
+        self.enc = nn.ModuleList([_block(in_ch, chans[0])] + [_block(chans[i - 1], chans[i]) for i in range(1, depth)])
+        self.bottom = _block(chans[depth - 1], chans[depth])
+        self.pool = nn.MaxPool2d(2)
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))])
+        self.decs = nn.ModuleList([_block(chans[i] * 2, chans[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(chans[0], out_ch, 1)
+        # Start with near-zero heatmaps: most pixels are background, so the loss starts small and stable.
+        nn.init.constant_(self.head.bias, -4.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for enc in self.enc:
+            x = enc(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottom(x)
+        for up, dec, skip in zip(self.ups, self.decs, reversed(skips), strict=True):
+            x = dec(torch.cat([up(x), skip], 1))
+        return self.head(x)
+
+
+def gaussian_maps(size: int, rows: np.ndarray, cols: np.ndarray, amps: np.ndarray, sigma: float) -> np.ndarray:
+    """(N, size, size) Gaussians of peak ``amps`` centred at (rows, cols); NaN centres give zeros."""
+    grid = np.arange(size, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.float32)[:, None]
+    cols = np.asarray(cols, dtype=np.float32)[:, None]
+    gr = np.exp(-((grid[None] - rows) ** 2) / (2 * sigma**2))
+    gc = np.exp(-((grid[None] - cols) ** 2) / (2 * sigma**2))
+    maps = np.asarray(amps, dtype=np.float32)[:, None, None] * gr[:, :, None] * gc[:, None, :]
+    return np.nan_to_num(maps, nan=0.0).astype(np.float32)
+
+
+def _log_parabola(a: float, b: float, c: float) -> float:
+    """Sub-sample offset of a peak from three samples; exact for a Gaussian (parabola in log space)."""
+    la, lb, lc = (np.log(max(float(v), 1e-12)) for v in (a, b, c))
+    denom = la - 2 * lb + lc
+    return float(np.clip(0.5 * (la - lc) / denom, -0.5, 0.5)) if denom < 0 else 0.0
+
+
+def decode_peak(heat: np.ndarray) -> tuple[float, float, float]:
+    """(row, col, peak value) of a 2-D heatmap: argmax refined by a log-parabola fit along each axis."""
+    r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    row, col = float(r), float(c)
+    if 0 < r < heat.shape[0] - 1:
+        row += _log_parabola(heat[r - 1, c], heat[r, c], heat[r + 1, c])
+    if 0 < c < heat.shape[1] - 1:
+        col += _log_parabola(heat[r, c - 1], heat[r, c], heat[r, c + 1])
+    return row, col, float(heat[r, c])
+
+
+def refine_argmax_1d(values: np.ndarray, positions: np.ndarray) -> tuple[int, float]:
+    """Index of the maximum of a 1-D profile and its parabola-refined position (clamped to neighbours)."""
+    i = int(np.argmax(values))
+    if 0 < i < len(values) - 1:
+        y0, y1, y2 = values[i - 1], values[i], values[i + 1]
+        denom = y0 - 2 * y1 + y2
+        if denom < 0:
+            t = float(np.clip(0.5 * (y0 - y2) / denom, -0.5, 0.5))
+            step = positions[i + 1] - positions[i] if t > 0 else positions[i] - positions[i - 1]
+            return i, float(positions[i] + t * step)
+    return i, float(positions[i])
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,393 @@
+"""Training of the localizer from train_label_coordinates.csv, its held-out report, and OOF points."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from radspine.constants import CONDITION_KEYS, CONDITIONS, LEVEL_KEYS, LEVELS
+from radspine.errors import DatasetError, RadspineError
+from radspine.geometry import instance_to_world
+from radspine.localize.canon import PlaneFrame
+from radspine.localize.config import LocalizerConfig
+from radspine.localize.infer import N_AX, N_SAG, Localizer, StudyVolumes, fallback_rows, load_study_volumes
+from radspine.localize.net import HeatmapUNet, gaussian_maps, resolve_device
+from radspine.types import Volume
+
+log = logging.getLogger(__name__)
+
+CANAL = "spinal_canal_stenosis"
+FORA = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
+SUBS = ("left_subarticular_stenosis", "right_subarticular_stenosis")
+SIDE_CONDITIONS = FORA + SUBS
+
+
+@dataclass(frozen=True)
+class TruthPoint:
+    """A labelled point resolved through DICOM geometry."""
+
+    world: np.ndarray
+    series_id: int
+    instance_number: int
+    vol: Volume
+
+
+@dataclass
+class Samples:
+    """Training tensors: images (N, 3, H, W) float16; peaks (N, C, 2, 3) = (row, col, amp), NaN if none;
+    channel masks (N, C) (0 where the label is missing, so absent labels teach nothing)."""
+
+    x: np.ndarray
+    peaks: np.ndarray
+    mask: np.ndarray
+
+    @staticmethod
+    def concat(items: list[Samples], n_ch: int, size: int) -> Samples:
+        items = [s for s in items if len(s.x)]
+        if not items:
+            return Samples(np.zeros((0, 3, size, size), np.float16), np.zeros((0, n_ch, 2, 3)), np.zeros((0, n_ch)))
+        return Samples(*(np.concatenate([getattr(s, f) for s in items]) for f in ("x", "peaks", "mask")))
+
+
+def normalised_coordinates(coords: pd.DataFrame) -> pd.DataFrame:
+    """Coordinates with snake-case condition/level keys whatever the input spelling (CSV or io)."""
+    df = coords.copy()
+    df["condition"] = df["condition"].map(lambda c: CONDITION_KEYS.get(c, c))
+    df["level"] = df["level"].map(lambda lv: LEVEL_KEYS.get(lv, lv))
+    return df
+
+
+def resolve_truth(vols: StudyVolumes, coords: pd.DataFrame) -> dict[tuple[str, str], TruthPoint]:
+    """World positions of a study's labelled points; labels whose instance is not in a read stack are dropped."""
+    stacks = [v for v in (vols.sag_t2, vols.sag_t1, *vols.axial) if v is not None]
+    out = {}
+    for r in coords.itertuples(index=False):
+        for vol in stacks:
+            if vol.series_id == int(r.series_id) and np.any(vol.instance_numbers == int(r.instance_number)):
+                world = instance_to_world(vol, float(r.x), float(r.y), int(r.instance_number))
+                out[(r.condition, r.level)] = TruthPoint(world, int(r.series_id), int(r.instance_number), vol)
+                break
+    return out
+
+
+def _sag_samples(vol: Volume, truth: dict, cfg: LocalizerConfig, rng: np.random.Generator) -> Samples:
+    frame = PlaneFrame.build(vol, "sagittal", cfg.sag_spacing_mm, cfg.sag_size)
+    lo, hi = frame.offset_range()
+    canal = {lv: frame.to_frame(truth[(CANAL, lv)].world) for lv in LEVELS if (CANAL, lv) in truth}
+    sides = [{lv: frame.to_frame(truth[(c, lv)].world) for lv in LEVELS if (c, lv) in truth} for c in FORA]
+    # Planes at the labelled canal/foramen positions (slightly perturbed) plus random planes as negatives.
+    ds = [float(np.median([p[0] for p in grp.values()])) + rng.normal(0, 1.0) for grp in (canal, *sides) if grp]
+    ds += list(rng.uniform(lo, hi, cfg.random_planes_per_series))
+    ds = np.asarray(ds)
+    shifts = rng.uniform(-cfg.jitter_mm, cfg.jitter_mm, (len(ds), 2))
+    peaks = np.full((len(ds), N_SAG, 2, 3), np.nan)
+    mask = np.zeros((len(ds), N_SAG), np.float32)
+    s2 = 2 * cfg.sigma_slice_mm**2
+    for i, (d, (su, sv)) in enumerate(zip(ds, shifts, strict=True)):
+        for li, lv in enumerate(LEVELS):
+            groups = [(li, [canal.get(lv)]), (5 + li, [s.get(lv) for s in sides])]
+            for ch, pts in groups:
+                if any(p is None for p in pts):
+                    continue
+                mask[i, ch] = 1.0
+                for j, p in enumerate(pts):
+                    peaks[i, ch, j] = (p[1] - sv / cfg.sag_spacing_mm, p[2] - su / cfg.sag_spacing_mm,
+                                       np.exp(-((d - p[0]) ** 2) / s2))  # fmt: skip
+    x = frame.sample(ds, shifts, cfg.channel_offset_mm).astype(np.float16)
+    return Samples(x, peaks, mask)
+
+
+def _ax_samples(truth: dict, cfg: LocalizerConfig, rng: np.random.Generator, n_per_level: int = 2) -> Samples:
+    frames: dict[int, PlaneFrame] = {}
+    xs, peaks, masks = [], [], []
+    c = (cfg.ax_size - 1) / 2.0
+    s2 = 2 * cfg.sigma_slice_mm**2
+    for lv in LEVELS:
+        pts = [truth.get((cond, lv)) for cond in SUBS]
+        anchor = next((p for p in pts if p is not None and p.vol is not None), None)
+        if anchor is None or not any(p is not None for p in pts):
+            continue
+        vol = anchor.vol
+        frame = frames.setdefault(id(vol), PlaneFrame.build(vol, "axial", cfg.ax_spacing_mm, cfg.ax_size))
+        k = vol.slice_index(anchor.instance_number)
+        d = float(frame.offsets[k])
+        centre = np.mean([p.world for p in pts if p is not None], axis=0)
+        _, crow, ccol = frame.to_frame(centre)
+        for _ in range(n_per_level):
+            su = (ccol - c) * cfg.ax_spacing_mm + rng.uniform(-cfg.ax_jitter_mm, cfg.ax_jitter_mm)
+            sv = (crow - c) * cfg.ax_spacing_mm + rng.uniform(-cfg.ax_jitter_mm, cfg.ax_jitter_mm)
+            pk = np.full((N_AX, 2, 3), np.nan)
+            m = np.zeros(N_AX, np.float32)
+            for ch, p in enumerate(pts):
+                if p is None:
+                    continue
+                pd_, prow, pcol = frame.to_frame(p.world)
+                pk[ch, 0] = (prow - sv / cfg.ax_spacing_mm, pcol - su / cfg.ax_spacing_mm, np.exp(-((d - pd_) ** 2) / s2))
+                m[ch] = 1.0
+            xs.append(frame.sample(np.array([d]), np.array([[su, sv]]), cfg.channel_offset_mm)[0].astype(np.float16))
+            peaks.append(pk)
+            masks.append(m)
+    if not xs:
+        return Samples.concat([], N_AX, cfg.ax_size)
+    return Samples(np.stack(xs), np.stack(peaks), np.stack(masks))
+
+
+def study_samples(vols: StudyVolumes, truth: dict, cfg: LocalizerConfig, seed: int) -> tuple[Samples, Samples]:
+    """(sagittal, axial) training samples of one study; deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    sag = [_sag_samples(v, truth, cfg, rng) for v in (vols.sag_t2, vols.sag_t1) if v is not None]
+    return Samples.concat(sag, N_SAG, cfg.sag_size), _ax_samples(truth, cfg, rng)
+
+
+def _render(peaks: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    b, ch, p, _ = peaks.shape
+    flat = peaks.reshape(-1, 3)
+    maps = gaussian_maps(size, flat[:, 0], flat[:, 1], flat[:, 2], sigma)
+    return maps.reshape(b, ch, p, size, size).max(axis=2)
+
+
+def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Intensity augmentation (gamma, gain, noise): the grids are canonical, so no geometric flips."""
+    b = len(x)
+    x = x.astype(np.float32)
+    gamma = np.exp(rng.uniform(np.log(0.6), np.log(1.6), (b, 1, 1, 1)))
+    gain = rng.uniform(0.75, 1.25, (b, 1, 1, 1))
+    noise = rng.normal(0, 1, x.shape) * rng.uniform(0, 0.05, (b, 1, 1, 1))
+    return np.clip(np.power(x, gamma) * gain + noise, 0, 1.5).astype(np.float32)
+
+
+def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfig, seed: int,
+                    epochs: int | None = None) -> HeatmapUNet:
+    """Train a :class:`HeatmapUNet` on samples with weighted BCE against Gaussian targets."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    device = resolve_device(cfg.device)
+    net = HeatmapUNet(3, n_ch, cfg.base_channels, depth).to(device)
+    epochs = epochs or cfg.epochs
+    n = len(samples.x)
+    if n == 0:
+        raise DatasetError("no labelled training points for the localizer (check train_label_coordinates.csv)")
+    steps = epochs * max(1, int(np.ceil(n / cfg.batch_size)))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
+    size = samples.x.shape[-1]
+    net.train()
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        for i in range(0, n, cfg.batch_size):
+            idx = np.sort(perm[i : i + cfg.batch_size])
+            if len(idx) < 2:  # BatchNorm needs more than one sample
+                continue
+            x = torch.from_numpy(_augment(samples.x[idx], rng)).to(device)
+            y = torch.from_numpy(_render(samples.peaks[idx], size, cfg.sigma_px)).to(device)
+            m = torch.from_numpy(samples.mask[idx].astype(np.float32)).to(device)[:, :, None, None]
+            logits = net(x)
+            # Foreground pixels are ~0.1% of the map: up-weight them so peaks (and their amplitude) are learned.
+            w = (1.0 + 20.0 * y) * m
+            loss = (torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
+            loss = loss / w.sum().clamp_min(1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+def learned_offsets(truths: list[dict]) -> dict:
+    """Mean world offsets (mm) of the subarticular points from the canal point, per level."""
+    out: dict[str, dict[str, list[float]]] = {"sub_mid": {}, "sub_left": {}, "sub_right": {}}
+    for lv in LEVELS:
+        acc: dict[str, list[np.ndarray]] = {"sub_mid": [], "sub_left": [], "sub_right": []}
+        for t in truths:
+            canal = t.get((CANAL, lv))
+            left, right = t.get((SUBS[0], lv)), t.get((SUBS[1], lv))
+            if canal is None:
+                continue
+            if left is not None:
+                acc["sub_left"].append(left.world - canal.world)
+            if right is not None:
+                acc["sub_right"].append(right.world - canal.world)
+            if left is not None and right is not None:
+                acc["sub_mid"].append((left.world + right.world) / 2 - canal.world)
+        # Fallbacks (no labels for this level): typical adult anatomy in LPS, recesses ±12 mm, 5 mm anterior.
+        defaults = {"sub_mid": [0.0, -5.0, 0.0], "sub_left": [12.0, -5.0, 0.0], "sub_right": [-12.0, -5.0, 0.0]}
+        for key, vals in acc.items():
+            out[key][lv] = [float(v) for v in np.mean(vals, axis=0)] if vals else defaults[key]
+    return out
+
+
+def evaluate(pred: pd.DataFrame, truths: dict[int, dict]) -> dict:
+    """Per-condition 3D error (mm), fraction within 5/10 mm, level and slice accuracy vs labelled points."""
+    from radspine.constants import CONDITION_NAMES
+
+    name_to_key = {v: k for k, v in CONDITION_NAMES.items()}
+    per: dict[str, dict[str, list]] = {c: {"err": [], "level_ok": [], "slice_ok": []} for c in CONDITIONS}
+    for r in pred.itertuples(index=False):
+        truth = truths.get(int(r.study_id), {})
+        cond, lv = name_to_key[r.condition], LEVEL_KEYS[r.level]
+        tp = truth.get((cond, lv))
+        if tp is None:
+            continue
+        pw = np.array([r.world_x, r.world_y, r.world_z])
+        err = float(np.linalg.norm(pw - tp.world)) if np.all(np.isfinite(pw)) else np.inf
+        per[cond]["err"].append(err)
+        cands = {lv2: t.world for (c2, lv2), t in truth.items() if c2 == cond}
+        nearest = min(cands, key=lambda k: np.linalg.norm(cands[k] - pw)) if np.all(np.isfinite(pw)) else None
+        per[cond]["level_ok"].append(nearest == lv)
+        per[cond]["slice_ok"].append(int(r.series_id) == tp.series_id and int(r.instance_number) == tp.instance_number)
+    report: dict[str, dict] = {}
+    all_err = []
+    for cond, d in per.items():
+        e = np.asarray(d["err"], dtype=np.float64)
+        all_err.extend(e.tolist())
+        if e.size == 0:
+            report[cond] = {"n": 0}
+            continue
+        fin = e[np.isfinite(e)]
+        report[cond] = {
+            "n": int(e.size),
+            "median_mm": float(np.median(e)),
+            "mean_mm": float(fin.mean()) if fin.size else None,
+            "p90_mm": float(np.percentile(e, 90)),
+            "within_5mm": float(np.mean(e <= 5)),
+            "within_10mm": float(np.mean(e <= 10)),
+            "level_accuracy": float(np.mean(d["level_ok"])),
+            "slice_accuracy": float(np.mean(d["slice_ok"])),
+        }
+    e = np.asarray(all_err)
+    report["overall"] = {"n": int(e.size), "median_mm": float(np.median(e)) if e.size else None,
+                         "within_5mm": float(np.mean(e <= 5)) if e.size else None,
+                         "within_10mm": float(np.mean(e <= 10)) if e.size else None}  # fmt: skip
+    return report
+
+
+class _TrainData:
+    """Per-study truth and samples of the labelled train studies, built once; volumes re-read on demand."""
+
+    def __init__(self, loaders: dict[int, Callable[[], StudyVolumes]], coords: pd.DataFrame, cfg: LocalizerConfig,
+                 seed: int, source: str = "dataset"):  # fmt: skip
+        coords = normalised_coordinates(coords)
+        by_study = {int(s): g for s, g in coords.groupby("study_id")}
+        self.loaders = {sid: f for sid, f in loaders.items() if sid in by_study}
+        if not self.loaders:
+            raise DatasetError(f"{source}: no train study has rows in train_label_coordinates.csv")
+        self.truth: dict[int, dict] = {}
+        self.samples: dict[int, tuple[Samples, Samples]] = {}
+        for sid in sorted(self.loaders):
+            try:
+                vols = self.loaders[sid]()
+            except RadspineError as err:
+                log.warning("study %s skipped for localizer training: %s", sid, err)
+                continue
+            self.truth[sid] = resolve_truth(vols, by_study[sid])
+            self.samples[sid] = study_samples(vols, self.truth[sid], cfg, seed * 100_003 + sid)
+        self.ids = sorted(self.samples)
+
+    @classmethod
+    def from_dataset(cls, data_dir: Path, cfg: LocalizerConfig, seed: int) -> _TrainData:
+        """Labelled train studies of a dataset root (DICOM read through radspine.io)."""
+        from radspine.io.dataset import Dataset
+
+        ds = Dataset.open(Path(data_dir))
+        loaders = {s.study_id: partial(load_study_volumes, s) for s in ds.studies("train")}
+        return cls(loaders, ds.coordinates, cfg, seed, source=str(data_dir))
+
+    def fit(self, ids: list[int], cfg: LocalizerConfig, seed: int, epochs: int | None = None) -> Localizer:
+        sag = Samples.concat([self.samples[i][0] for i in ids], N_SAG, cfg.sag_size)
+        ax = Samples.concat([self.samples[i][1] for i in ids], N_AX, cfg.ax_size)
+        sag_net = fit_heatmap_net(sag, N_SAG, cfg.sag_depth, cfg, seed, epochs)
+        ax_net = fit_heatmap_net(ax, N_AX, cfg.ax_depth, cfg, seed + 1, epochs)
+        return Localizer(cfg, sag_net, ax_net, learned_offsets([self.truth[i] for i in ids]))
+
+    def predict(self, loc: Localizer, ids: list[int]) -> pd.DataFrame:
+        frames = []
+        for sid in ids:
+            try:
+                frames.append(loc.predict_volumes(sid, self.loaders[sid]()))
+            except Exception as err:  # noqa: BLE001 - report/oof must survive one bad study
+                log.warning("study %s: localisation failed: %s", sid, err)
+                frames.append(fallback_rows(sid, f"failed: {type(err).__name__}: {err}".splitlines()[0]))
+        return pd.concat(frames, ignore_index=True)
+
+
+def _set_threads(cfg: LocalizerConfig) -> None:
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+
+
+def train_localizer(data_dir: Path, out_dir: Path, cfg: LocalizerConfig | None = None, seed: int = 0) -> dict:
+    """Train the localizer on train_label_coordinates.csv; write the bundle and ``localizer_report.json``.
+
+    A ``cfg.holdout_frac`` share of labelled train studies is held out for the accuracy report; the
+    saved model is trained on the remaining studies (so the report is honest about that very model).
+    Returns the report dict.
+    """
+    cfg = cfg or LocalizerConfig()
+    _set_threads(cfg)
+    t0 = time.perf_counter()
+    data = _TrainData.from_dataset(Path(data_dir), cfg, seed)
+    return _train_on(data, Path(out_dir), cfg, seed, time.perf_counter() - t0)
+
+
+def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, t_load: float = 0.0) -> dict:
+    """Hold out, fit, evaluate and save (the body of :func:`train_localizer`)."""
+    from radspine.fsutil import write_json_atomic
+
+    t0 = time.perf_counter()
+    ids = list(data.ids)
+    rng = np.random.default_rng(seed)
+    n_hold = 0
+    if cfg.holdout_frac > 0 and len(ids) >= 3:  # keep at least 2 studies to train on
+        n_hold = min(max(1, int(round(cfg.holdout_frac * len(ids)))), len(ids) - 2)
+    hold = sorted(int(i) for i in rng.permutation(ids)[:n_hold])
+    train_ids = [i for i in ids if i not in set(hold)]
+    loc = data.fit(train_ids, cfg, seed)
+    t_fit = time.perf_counter() - t0
+    report: dict = {
+        "n_train_studies": len(train_ids),
+        "n_holdout_studies": len(hold),
+        "holdout_study_ids": hold,
+        "device": str(resolve_device(cfg.device)),
+        "epochs": cfg.epochs,
+        "seed": seed,
+        "load_seconds": round(t_load, 2),
+        "train_seconds": round(t_fit, 2),
+    }
+    if hold:
+        t1 = time.perf_counter()
+        pred = data.predict(loc, hold)
+        report["per_condition"] = evaluate(pred, {i: data.truth[i] for i in hold})
+        report["predict_seconds_per_study"] = round((time.perf_counter() - t1) / len(hold), 3)
+    loc.save(out_dir, {"report": "localizer_report.json", "train_study_ids": train_ids, "seed": seed})
+    write_json_atomic(out_dir / "localizer_report.json", report)
+    return report
+
+
+def oof_points(data_dir: Path, cfg: LocalizerConfig | None = None, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Out-of-fold predicted points of the labelled train studies (same columns as ``predict_study``).
+
+    Each study is localised by a model that never saw it, so downstream features trained on these
+    points see test-time localisation error.
+    """
+    cfg = cfg or LocalizerConfig()
+    _set_threads(cfg)
+    data = _TrainData.from_dataset(Path(data_dir), cfg, seed)
+    ids = np.random.default_rng(seed).permutation(data.ids)
+    if n_folds < 2 or n_folds > len(ids):
+        raise DatasetError(f"{data_dir}: n_folds={n_folds} needs 2 ≤ n_folds ≤ {len(ids)} labelled train studies")
+    frames = []
+    for f, fold in enumerate(np.array_split(ids, n_folds)):
+        held = sorted(int(i) for i in fold)
+        loc = data.fit([int(i) for i in ids if int(i) not in set(held)], cfg, seed + f)
+        frames.append(data.predict(loc, held))
+    out = pd.concat(frames, ignore_index=True)
+    order = {sid: i for i, sid in enumerate(sorted(data.ids))}
+    return out.sort_values("study_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
