@@ -160,7 +160,7 @@ def _build_study(job: _StudyJob) -> dict:
     pat = Patient.sample(rng, lat)
     vendor = str(rng.choice(VENDORS))
     field = float(rng.choice([1.5, 3.0]))
-    ids = _series_ids(rng, 6)
+    ids = _series_ids(rng, 7)  # T1, T2, 2nd T1, up to 3 split axial, repeated axial
     stir = rng.random() < 0.15
     plans = [
         plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[0], 1),
@@ -181,7 +181,7 @@ def _build_study(job: _StudyJob) -> dict:
             main_axial.append(plan_axial(rng, pat, job.size, ids[3], 5, LEVELS, tilted))
         plans += main_axial
         if rng.random() < q.two_axial:
-            plans.append(plan_axial(rng, pat, job.size, ids[5], 9, LEVELS, not tilted))
+            plans.append(plan_axial(rng, pat, job.size, ids[6], 9, LEVELS, not tilted))
     for p in plans:
         if rng.random() < q.reversed_instances:
             p.instance_numbers = p.instance_numbers[::-1].copy()
@@ -214,12 +214,24 @@ def _build_study(job: _StudyJob) -> dict:
         "split": job.split,
         "series": [(job.study_id, p.series_id, p.description) for p in plans],
         "coords": coords,
+        "landmarks": _landmarks(pat, job.study_id),
         "severity": lat.severity,
         "grade": lat.grade,
         "blank": lat.blank,
         "bytes": nbytes,
         "files": nfiles,
     }
+
+
+def _landmarks(pat: Patient, study_id: int) -> list[tuple]:
+    """Ground-truth geometry per level: disc centre (world), disc-plane normal (superior), true canal AP (mm)."""
+    rows = []
+    for lv in LEVELS:
+        disc = LEVEL_DISC[lv]
+        c = pat.to_world(pat.s_disc[disc], 0.0, 0.0)
+        n = pat.tangent(pat.s_disc[disc])
+        rows.append((study_id, lv, *np.round(c, 4), *np.round(n, 6), round(pat.canal_ap_at(disc), 4), round(pat.x0, 4)))
+    return rows
 
 
 def _label_points(rng: np.random.Generator, pat: Patient, plans: list[SeriesPlan], axial: list[SeriesPlan],
@@ -255,7 +267,9 @@ def make_dataset(out: Path, train_studies: int, test_studies: int = 0, seed: int
     Writes ``train_images/``, ``train.csv``, ``train_label_coordinates.csv``, ``train_series_descriptions.csv``,
     ``test_images/``, ``test_series_descriptions.csv``, ``sample_submission.csv`` and, outside the image folders,
     ``test_solution.csv`` (row_id, normal_mild, moderate, severe one-hot, study_id) and ``synth_truth.csv``
-    (study_id, condition, level, severity, grade; every study). Same arguments -> byte-identical files,
+    (study_id, condition, level, severity, grade; every study), plus ``synth_landmarks.csv`` (per study and
+    level: disc centre x/y/z in world mm, disc-plane normal nx/ny/nz, true canal AP diameter canal_ap_mm,
+    midline_x) for geometry checks. Same arguments -> byte-identical files,
     whatever ``workers`` is.
 
     Raises:
@@ -345,6 +359,11 @@ def _write_csvs(out: Path, results: list[dict]) -> None:
     write_csv_atomic(pd.DataFrame([s for r in test for s in r["series"]], columns=cols), out / "test_series_descriptions.csv")
     write_csv_atomic(pd.DataFrame(sub_rows, columns=["row_id", *SEVERITY_COLUMNS]), out / "sample_submission.csv")
     write_csv_atomic(pd.DataFrame(sol_rows, columns=["row_id", *SEVERITY_COLUMNS, "study_id"]), out / "test_solution.csv")
+    write_csv_atomic(
+        pd.DataFrame([row for r in results for row in r["landmarks"]],
+                     columns=["study_id", "level", "x", "y", "z", "nx", "ny", "nz", "canal_ap_mm", "midline_x"]),
+        out / "synth_landmarks.csv",
+    )
     write_csv_atomic(pd.DataFrame(truth_rows, columns=["study_id", "condition", "level", "severity", "grade"]),
                      out / "synth_truth.csv")
 

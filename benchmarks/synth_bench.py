@@ -1,0 +1,60 @@
+"""Phantom generation throughput: studies per minute and MB written at the default size (256 px).
+
+Prints one JSON object. Wall-clock rate depends on machine load; ``cpu_s_per_study`` (CPU seconds used by
+the workers per study, from a serial run) is the load-independent figure: 2 cores give about
+``120 / cpu_s_per_study`` studies per minute.
+
+    python benchmarks/synth_bench.py [--studies 8] [--size 256] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from radspine.synth import make_dataset
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--studies", type=int, default=8)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        # Serial run: CPU seconds per study.
+        c0, t0 = time.process_time(), time.perf_counter()
+        serial = make_dataset(Path(tmp) / "serial", 2, 0, seed=1, size=args.size)
+        cpu_per_study = (time.process_time() - c0) / 2
+        serial_wall = (time.perf_counter() - t0) / 2
+        # Parallel run at the requested worker count.
+        t0 = time.perf_counter()
+        par = make_dataset(Path(tmp) / "par", args.studies, 0, seed=2, size=args.size, workers=args.workers)
+        wall = time.perf_counter() - t0
+    print(json.dumps({
+        "benchmark": "synth",
+        "size_px": args.size,
+        "studies": args.studies,
+        "workers": args.workers,
+        "studies_per_min": round(60.0 * args.studies / wall, 1),
+        "wall_s": round(wall, 2),
+        "mb_written": round(par["bytes"] / 1e6, 1),
+        "mb_per_study": round(par["bytes"] / 1e6 / args.studies, 2),
+        "files": par["files"],
+        "cpu_s_per_study": round(cpu_per_study, 3),
+        "serial_wall_s_per_study": round(serial_wall, 3),
+        "est_studies_per_min_2_idle_cores": round(120.0 / cpu_per_study, 1),
+        "serial_bytes_2_studies": serial["bytes"],
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
