@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,10 +16,10 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("train", "--split", help="train or test."),
         out: Path = typer.Option(..., "--out", help="Work directory for features.parquet, meta.json, cache."),
         points: str = typer.Option("labels", "--points", help="'labels' or a points CSV (train_label_coordinates format)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (default: packaged default.yaml)."),
-        workers: Optional[int] = typer.Option(None, "--workers", help="Local processes (default: number of cores)."),
-        scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, or 'local'."),
-        embedders: Optional[Path] = typer.Option(None, "--embedders", help="Trained CNN embedders (test split)."),
+        config: Path | None = typer.Option(None, "--config", help="YAML config (default: packaged default.yaml)."),
+        workers: int | None = typer.Option(None, "--workers", help="Local processes (default: number of cores)."),
+        scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, or 'local'."),
+        embedders: Path | None = typer.Option(None, "--embedders", help="Trained CNN embedders (test split)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Recompute instead of resuming / refusing."),
         quiet: bool = typer.Option(False, "--quiet", help="Logs only, no progress bar."),
     ) -> None:

@@ -483,3 +483,28 @@ def extract_features(
     }
     write_json_atomic(out / "meta.json", meta)
     return meta
+
+
+def package_features(workdir: str | Path, model_dir: str | Path) -> Path:
+    """Copy what prediction needs from a training workdir into ``MODELDIR/features``.
+
+    That is the feature config (its hash must match the models'), ``meta.json`` and the CNN embedders
+    trained on all training studies, so a model bundle is self-contained.
+    """
+    import shutil
+
+    src, dst = Path(workdir), Path(model_dir) / "features"
+    if not (src / "features_config.json").is_file():
+        raise RadspineError(f"{src}: no features_config.json (run `radspine extract-features` first)")
+    tmp = dst.with_name(".features.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in ("features_config.json", "meta.json"):
+        shutil.copy2(src / name, tmp / name)
+    if (src / "embedders").is_dir():
+        shutil.copytree(src / "embedders", tmp / "embedders")
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+    return dst
