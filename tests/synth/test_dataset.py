@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from radspine.constants import AX_T2, CONDITION_KEYS, LABEL_COLUMNS, LEVEL_KEYS, SAG_T1, SAG_T2, SEVERITY_COLUMNS
+from radspine.constants import (
+    AX_T2,
+    CONDITION_KEYS,
+    LABEL_COLUMNS,
+    LEVEL_KEYS,
+    SAG_T1,
+    SAG_T2,
+    SEVERITY_COLUMNS,
+)
 from radspine.geometry import instance_to_world
 from radspine.io.dataset import Dataset
 from radspine.io.dicom import read_series

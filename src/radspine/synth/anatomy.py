@@ -102,7 +102,7 @@ class Patient:
         for i in range(1, nd):
             s[i] = s[i - 1] - (h_disc[i - 1] / 2 + h_body[i - 1] + h_disc[i] / 2)
         # Arc angle between the L1/L2 and L5/S1 discs; a circle over-curves the upper levels, so keep it modest.
-        lordosis = np.deg2rad(rng.uniform(14.0, 32.0))
+        lordosis = np.deg2rad(rng.uniform(12.0, 26.0))
         radius = float((s[2] - s[6]) / lordosis)
         s = s - s[LEVEL_DISC["l3_l4"]] + radius * np.deg2rad(rng.normal(0.0, 5.0))
 
@@ -135,7 +135,7 @@ class Patient:
             torso_w=float((135.0 + 45.0 * bmi) * size),
             torso_d=float((95.0 + 35.0 * bmi) * size),
             marrow=marrow,
-            tex_k=rng.normal(0.0, 1.0, (3, 3)) * (2 * np.pi / rng.uniform(6.0, 14.0, (3, 1))),
+            tex_k=rng.normal(0.0, 0.6, (3, 3)) * (2 * np.pi / rng.uniform(8.0, 20.0, (3, 1))),
             tex_phase=rng.uniform(0, 2 * np.pi, 3),
             conus_s=float(s[LEVEL_DISC["l1_l2"]] + rng.uniform(-5.0, 20.0)),
         )
@@ -236,7 +236,8 @@ class Patient:
         if idx.size:
             img[idx] = self._render_soft(img[idx], s[idx], d[idx], lx[idx], alx[idx], tv, pw)
         core = (alx < max(cw / 2 + 16.0 * size, self.a_lat * 1.05 + 1.0)) & (d > -a_ap - 2.0)
-        core &= (d < dpost0 + 10.0 * size) | ((alx < 6.0 * size) & (d < dpost0 + 50.0 * size))
+        core &= (d < dpost0 + 10.0 * size) | ((alx < 6.0 * size) & (d < dpost0 + 40.0 * size))
+        core |= (alx < cw / 2 + 34.0 * size) & (d > a_ap) & (d < a_ap + 12.0 * size)  # transverse processes
         idx = np.flatnonzero(core)
         if idx.size:
             img[idx] = self._render_core(img[idx], s[idx], d[idx], lx[idx], alx[idx], tv, ci, pw)
@@ -278,18 +279,23 @@ class Patient:
         left = lx > 0
         dpost0 = a_ap + 1.0 + cap
 
-        # Posterior elements: a bony band around the canal (pedicles, articular processes, laminae).
-        in_band = _ramp(np.minimum(alx - (cw / 2 - 1.0), cw / 2 + 15 * size - alx), pw)
-        in_band *= _ramp(np.minimum(d - (a_ap - 3.0), dpost0 + 9 * size - d), pw)
+        # Posterior elements: rounded pedicle/articular masses beside the canal, laminae, spinous and
+        # transverse processes (the latter at mid-body height, between the discs).
+        lc, bw = cw / 2 + 7.0 * size, 8.0 * size
+        dcb = (a_ap - 3.0 + dpost0 + 9.0 * size) / 2
+        bh = (dpost0 + 9.0 * size - a_ap + 3.0) / 2
+        q_band = ((alx - lc) / bw) ** 4 + ((d - dcb) / bh) ** 4
+        mid_body = _ramp(np.abs(ds) - hd / 2 - 7.0 * size, pw)
+        trans = _ramp(np.minimum(cw / 2 + 32 * size - alx, 3.0 * size - np.abs(d - a_ap - 7.0 * size)), pw) * mid_body
         lam = _ramp(np.minimum(cw / 2 + 12 * size - alx, np.minimum(d - dpost0, dpost0 + 8 * size - d)), pw)
-        spin = _ramp(np.minimum(4.5 * size - alx, np.minimum(d - dpost0, dpost0 + 48 * size - d)), pw)
+        spin = _ramp(np.minimum(4.5 * size - alx, np.minimum(d - dpost0, dpost0 + 36 * size - d)), pw)
         spin *= _ramp(np.abs(ds) - hd / 2 - 3.5 * size, pw)
-        bone = np.maximum(np.maximum(in_band, lam), spin)
+        bone = np.maximum(np.maximum(_ramp((1 - q_band) * bw / 4, pw), np.maximum(lam, trans)), spin)
         _paint(img, bone, tv["cortex"])
+        q_in = ((alx - lc) / (bw - 1.3)) ** 4 + ((d - dcb) / (bh - 1.3)) ** 4
         inner = np.maximum(
-            _ramp(np.minimum(alx - (cw / 2), cw / 2 + 14 * size - alx), pw)
-            * _ramp(np.minimum(d - (a_ap - 2.0), dpost0 + 8 * size - d), pw),
-            _ramp(np.minimum(3.5 * size - alx, np.minimum(d - dpost0 - 1, dpost0 + 46 * size - d)), pw)
+            np.maximum(_ramp((1 - q_in) * bw / 4, pw), trans * _ramp(1.8 * size - np.abs(d - a_ap - 7.0 * size), pw)),
+            _ramp(np.minimum(3.5 * size - alx, np.minimum(d - dpost0 - 1, dpost0 + 34 * size - d)), pw)
             * _ramp(np.abs(ds) - hd / 2 - 4.5 * size, pw),
         )
         _paint(img, inner * self._texture(s, d, lx, 0.06), tv["post_marrow"])
@@ -352,7 +358,7 @@ class Patient:
         _paint(img, body, tv["cortex"])
         q = (lx / (alat - 1.3)) ** 4 + (d / (aap - 1.3)) ** 4
         marrow = _ramp((1 - q) * aap / 4, pw) * _ramp(np.abs(ds) - hd / 2 - 1.3, pw)
-        _paint(img, marrow, self.marrow[ci] * self._texture(s, d, lx, 0.1))
+        _paint(img, marrow, self.marrow[ci] * self._texture(s, d, lx, 0.07))
         bulge = (d_ant - d_ant0) + 1.0
         cp = np.clip(1 - (lx / (cw / 2 + 3)) ** 2, 0, None)
         a_post = np.where(d > 0, a_ap + bulge * cp, a_ap)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from radspine.constants import (
-    AX_T2,
     CONDITION_NAMES,
     CONDITIONS,
     LABEL_COLUMNS,
