@@ -322,18 +322,22 @@ class Patient:
         q = ((s - s_f - 0.35 * hf) / rr) ** 2 + ((d - d_f) / rr) ** 2 + lat**2
         _paint(img, _ramp((1 - q) * rr / 2, pw), tv["nerve"])
 
-        # Canal: epidural fat in the bony canal, thecal sac (CSF), lateral recesses, roots / cord.
+        # Canal: ligament/facet tissue, epidural fat, thecal sac (CSF), lateral recesses, roots / cord.
+        # Subarticular stenosis (facet and ligamentum hypertrophy) narrows that side's recess and the
+        # lateral sac and fat.
         d_ant0 = a_ap + 1.0
-        fat_c = _ramp(np.minimum(cw / 2 + 0.5 - alx, np.minimum(d - d_ant0 + 1, d_post - d)), pw)
+        rec_nar = np.where(left, self.recess_nar[0][j], self.recess_nar[1][j]).astype(np.float32) * bump
+        bony = _ramp(np.minimum(cw / 2 + 0.5 - alx, np.minimum(d - d_ant0 + 1, d_post - d)), pw)
+        _paint(img, bony, tv["ligament"])
+        fat_c = _ramp(np.minimum(cw / 2 + 0.5 - 5.0 * size * rec_nar - alx, np.minimum(d - d_ant0 + 1, d_post - d)), pw)
         _paint(img, fat_c, tv["fat"])
         sac_tail = _ramp(s - (self.s_disc[-1] - 35 * size), pw)  # the dural sac ends at about S2
         half_ap = np.maximum((d_post - d_ant) / 2, 0.2)
         dc = (d_ant + d_post) / 2
-        half_w = cw / 2 * (1 - 0.2 * nar_c) - 1.0
+        half_w = (cw / 2 * (1 - 0.2 * nar_c) - 1.0) * (1 - 0.3 * rec_nar)
         q = (lx / half_w) ** 2 + ((d - dc) / half_ap) ** 2
         sac = _ramp((1 - q) * half_ap / 2, pw) * sac_tail
         _paint(img, sac, tv["csf"])
-        rec_nar = np.where(left, self.recess_nar[0][j], self.recess_nar[1][j]).astype(np.float32) * bump
         r_rec = 4.0 * size * (1 - rec_nar)
         q = ((alx - (cw / 2 - 2.0)) / r_rec) ** 2 + ((d - (a_ap + 4.0)) / r_rec) ** 2
         _paint(img, _ramp((1 - q) * r_rec / 2, pw) * sac_tail, tv["csf"])
