@@ -1,0 +1,250 @@
+"""CNN embeddings: shapes, determinism, persistence, out-of-fold leakage guard, local weights, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from radspine.errors import ConfigError, ModelError
+from radspine.features.cnn_models import build_backbone, load_local_weights, resolve_device, torch_runtime
+from radspine.features.embeddings import (
+    AugmentConfig,
+    CnnEmbedder,
+    EmbeddingConfig,
+    embedding_columns,
+    oof_embeddings,
+)
+
+# A narrow resnet10t keeps every fit well under a second on one core.
+NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}
+
+
+def tiny_cfg(**kw) -> EmbeddingConfig:
+    base = dict(backbone="resnet10t", backbone_kwargs=NARROW, epochs=1, batch_size=16, num_threads=1,
+                device="cpu")
+    base.update(kw)
+    return EmbeddingConfig(**base)
+
+
+def tiny_data(n: int = 60, chans: int = 3, size: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, chans, size, size), dtype=np.float32)
+    y = rng.integers(0, 3, n).astype(float)
+    y[:4] = np.nan  # unlabeled rows: embedded, not trained on
+    y[4] = -1
+    groups = np.repeat(np.arange(n // 5), 5)
+    return x, y, groups
+
+
+def blob_data(n: int, seed: int, size: int = 32):
+    """Grade encoded by the radius of a bright disc (noisy, jittered centre)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
+    c = rng.normal(0, 1.5, (n, 2))
+    r = np.hypot(yy[None] - c[:, 0, None, None], xx[None] - c[:, 1, None, None])
+    x = 0.2 + 0.6 * (r < (3.0 + 3.5 * y)[:, None, None]) + rng.normal(0, 0.1, (n, size, size))
+    return x[:, None].astype(np.float32), y.astype(float)
+
+
+def test_embedding_columns() -> None:
+    assert embedding_columns(3) == ["cnn_0", "cnn_1", "cnn_2"]
+    assert embedding_columns(0) == []
+
+
+def test_shapes_pca_and_proba() -> None:
+    x, y, _ = tiny_data()
+    emb = CnnEmbedder(tiny_cfg()).fit(x, y)
+    z = emb.transform(x)
+    assert z.shape == (60, emb.feature_dim_) == (60, 128) and z.dtype == np.float32
+    assert emb.n_features_out_ == 128
+    p = emb.predict_proba(x[:7])
+    assert p.shape == (7, 3) and np.allclose(p.sum(1), 1.0, atol=1e-5)
+
+    emb = CnnEmbedder(tiny_cfg(pca_dims=8, append_proba=True)).fit(x, y)
+    z = emb.transform(x)
+    assert z.shape == (60, 11) and emb.n_features_out_ == 11
+    assert np.allclose(z[:, 8:].sum(1), 1.0, atol=1e-5)
+    # PCA was fitted on these rows: its scores are centred and ordered by decreasing variance.
+    assert np.allclose(z[:, :8].mean(0), 0.0, atol=1e-3)
+    var = z[:, :8].var(0)
+    assert np.all(np.diff(var) <= 1e-6)
+
+
+def test_same_seed_identical_other_seed_differs() -> None:
+    x, y, _ = tiny_data()
+    cfg = tiny_cfg(pca_dims=4)
+    a = CnnEmbedder(cfg).fit(x, y, seed=3).transform(x)
+    b = CnnEmbedder(cfg).fit(x, y, seed=3).transform(x)
+    c = CnnEmbedder(cfg).fit(x, y, seed=4).transform(x)
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_sample_weight_changes_training() -> None:
+    x, y, _ = tiny_data()
+    w = np.ones(60)
+    w[10:30] = 0.0
+    a = CnnEmbedder(tiny_cfg()).fit(x, y, seed=0).history_
+    b = CnnEmbedder(tiny_cfg()).fit(x, y, sample_weight=w, seed=0).history_
+    assert a != b
+    with pytest.raises(ValueError, match="sample_weight"):
+        CnnEmbedder(tiny_cfg()).fit(x, y, sample_weight=-w)
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    x, y, _ = tiny_data()
+    emb = CnnEmbedder(tiny_cfg(pca_dims=5, append_proba=True)).fit(x, y, seed=1)
+    out = emb.save(tmp_path / "cnn")
+    assert sorted(p.name for p in out.iterdir()) == ["embedder.json", "model.pt", "pca.npz"]
+    back = CnnEmbedder.load(out)
+    assert np.array_equal(back.transform(x), emb.transform(x))
+    assert back.cfg == emb.cfg and back.in_chans_ == 3 and back.history_ == emb.history_
+
+    (out / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="model.pt"):
+        CnnEmbedder.load(out)
+    with pytest.raises(ModelError, match="not a CNN embedder bundle"):
+        CnnEmbedder.load(tmp_path / "nowhere")
+
+
+def test_oof_no_study_embedded_by_a_network_that_saw_it(monkeypatch) -> None:
+    x, y, groups = tiny_data(n=60)
+    x[:, 0, 0, 0] = np.arange(60) / 64.0  # row id hidden in a pixel (exact in float32)
+    row_of = lambda a: np.rint(np.asarray(a)[:, 0, 0, 0] * 64.0).astype(int)  # noqa: E731
+    fitted: dict[int, np.ndarray] = {}
+    embedded: list[tuple[int, np.ndarray]] = []
+    real_fit, real_transform = CnnEmbedder.fit, CnnEmbedder.transform
+
+    def spy_fit(self, xs, *a, **k):
+        fitted[id(self)] = row_of(xs)
+        return real_fit(self, xs, *a, **k)
+
+    def spy_transform(self, xs):
+        embedded.append((id(self), row_of(xs)))
+        return real_transform(self, xs)
+
+    monkeypatch.setattr(CnnEmbedder, "fit", spy_fit)
+    monkeypatch.setattr(CnnEmbedder, "transform", spy_transform)
+    oof, full = oof_embeddings(x, y, groups, tiny_cfg(pca_dims=4), n_folds=3, seed=0)
+
+    assert oof.shape == (60, 4) and np.isfinite(oof).all()
+    fold_calls = [(k, rows) for k, rows in embedded if k != id(full)]
+    assert len(fold_calls) == 3
+    seen = np.concatenate([rows for _, rows in fold_calls])
+    assert np.array_equal(np.sort(seen), np.arange(60))  # every row embedded exactly once
+    for k, rows in fold_calls:
+        assert not set(groups[rows]) & set(groups[fitted[k]])  # that network never saw these studies
+    assert np.array_equal(np.sort(fitted[id(full)]), np.arange(60))  # full model: all rows
+    for g in np.unique(groups):
+        assert np.unique(full.oof_folds_[groups == g]).size == 1
+
+
+def test_oof_rejects_too_few_studies() -> None:
+    x, y, _ = tiny_data(n=10)
+    with pytest.raises(ConfigError, match="2 studies"):
+        oof_embeddings(x, y, np.repeat([1, 2], 5), tiny_cfg(), n_folds=3)
+
+
+def test_local_weights_adapted_and_classifier_dropped(tmp_path) -> None:
+    torch.manual_seed(0)
+    src = build_backbone("resnet10t", in_chans=3, num_classes=1000, kwargs=NARROW)
+    state = src.state_dict()
+    path = tmp_path / "w.pth"
+    # A wrapped, DataParallel-style checkpoint: timm's loader must unwrap it.
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+
+    for chans in (1, 5):
+        dst = build_backbone("resnet10t", in_chans=chans, kwargs=NARROW)
+        info = load_local_weights(dst, path)
+        got = dst.state_dict()
+        assert "fc.weight" not in info["loaded"] and got["fc.weight"].shape == (3, 128)
+        assert torch.equal(got["layer3.0.conv1.weight"], state["layer3.0.conv1.weight"])
+        w_rgb = state["conv1.0.weight"]
+        assert got["conv1.0.weight"].shape[1] == chans
+        if chans == 1:  # timm folds RGB filters into one channel by summing
+            assert torch.allclose(got["conv1.0.weight"], w_rgb.sum(1, keepdim=True), atol=1e-6)
+
+    # Through the embedder: an (almost) zero learning rate keeps the loaded filters.
+    x, y, _ = tiny_data(chans=5)
+    emb = CnnEmbedder(tiny_cfg(weights_path=path, lr=1e-9, weight_decay=0.0)).fit(x, y)
+    from timm.models import adapt_input_conv
+
+    want = adapt_input_conv(5, state["conv1.0.weight"].clone())
+    assert torch.allclose(emb.model_.state_dict()["conv1.0.weight"], want, atol=1e-5)
+
+    with pytest.raises(ModelError, match="not found"):
+        load_local_weights(dst, tmp_path / "missing.pth")
+    other = tmp_path / "mobilenet.pth"
+    torch.save(build_backbone("lcnet_050", in_chans=3).state_dict(), other)
+    with pytest.raises(ModelError, match="no tensor matches"):
+        load_local_weights(dst, other)
+
+
+def test_learns_blob_size_signal() -> None:
+    xtr, ytr = blob_data(240, seed=1)
+    xte, yte = blob_data(90, seed=2)
+    cfg = tiny_cfg(epochs=8, batch_size=32, lr=3e-3)
+    emb = CnnEmbedder(cfg).fit(xtr, ytr, seed=0)
+    acc = (emb.predict_proba(xte).argmax(1) == yte).mean()
+    assert acc > 0.6, acc  # chance is 1/3
+    assert emb.history_[-1] < emb.history_[0]
+
+
+def test_default_augmentation_never_flips_sides() -> None:
+    emb = CnnEmbedder(tiny_cfg())
+    emb.device_ = torch.device("cpu")
+    xb = torch.zeros(64, 2, 24, 24)
+    xb[..., :12] = 1.0  # bright patient-side half must stay on its side
+    gen = torch.Generator().manual_seed(0)
+    out = emb._augment(xb, gen)
+    assert (out[..., :12].mean((1, 2, 3)) > out[..., 12:].mean((1, 2, 3)) + 0.3).all()
+    assert not torch.equal(out, xb)  # shifts / jitter did happen
+
+    flipping = CnnEmbedder(tiny_cfg(augment=AugmentConfig(hflip=True, max_shift_px=0, intensity_jitter=0)))
+    out = flipping._augment(xb, torch.Generator().manual_seed(0))
+    flipped = out[..., 12:].mean((1, 2, 3)) > 0.5
+    assert 0 < int(flipped.sum()) < 64
+
+
+def test_resize_and_input_checks() -> None:
+    x, y, _ = tiny_data(size=32)
+    emb = CnnEmbedder(tiny_cfg(image_size=24)).fit(x, y)
+    assert emb.input_size_ == (24, 24)
+    assert emb.transform(np.random.default_rng(1).random((3, 3, 40, 40), dtype=np.float32)).shape == (3, 128)
+    with pytest.raises(ModelError, match="3"):
+        emb.transform(x[:, :2])
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        emb.transform(x[0])
+    with pytest.raises(ValueError, match="grades must be 0/1/2"):
+        CnnEmbedder(tiny_cfg()).fit(x, np.full(60, 3.0))
+    with pytest.raises(ModelError, match="not fitted"):
+        CnnEmbedder(tiny_cfg()).transform(x)
+    with pytest.raises(ConfigError, match="pca_dims=500"):
+        CnnEmbedder(tiny_cfg(pca_dims=500)).fit(x, y)
+    with pytest.raises(ConfigError, match="unknown timm model"):
+        CnnEmbedder(tiny_cfg(backbone="no_such_net")).fit(x, y)
+    with pytest.raises(Exception, match="extra"):
+        EmbeddingConfig(backbone="resnet10t", pretrained=True)
+    xn = x.copy()
+    xn[0, 0, 0, 0] = np.nan  # safe fallback, not a crash
+    assert np.isfinite(emb.transform(xn)).all()
+
+
+def test_device_auto_picks_cuda_only_when_available(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA"):
+        resolve_device("cuda")
+    x, y, _ = tiny_data(n=20)
+    assert CnnEmbedder(tiny_cfg(device="auto")).fit(x, y).device_.type == "cpu"
+
+
+def test_torch_runtime_restores_global_settings() -> None:
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    with torch_runtime(1):
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == det
