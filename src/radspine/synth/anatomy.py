@@ -54,6 +54,19 @@ def _paint(img: np.ndarray, m: np.ndarray, value: float | np.ndarray) -> None:
     img += m * (value - img)
 
 
+def _flow_voids(rng: np.random.Generator, s_disc: np.ndarray, size: float) -> np.ndarray:
+    """CSF pulsation artefacts: a few dark blobs in the sac on T2 anywhere along the lumbar canal, so a dark
+    canal pixel is not by itself a sign of stenosis."""
+    k = int(rng.poisson(1.2))
+    return np.stack([
+        rng.uniform(s_disc[-1], s_disc[1], k),
+        rng.uniform(-0.6, 0.6, k),
+        rng.normal(0.0, 3.0, k),
+        rng.uniform(1.5, 3.5, k) * size,
+        rng.uniform(0.3, 0.6, k),
+    ], axis=1) if k else np.zeros((0, 5))
+
+
 @dataclass
 class Patient:
     """Sampled anatomy of one study. Lengths in mm; disc arrays are indexed like :data:`DISCS`."""
@@ -80,6 +93,7 @@ class Patient:
     tex_k: np.ndarray  # (3, 3) texture wave vectors in spine coordinates (rad/mm)
     tex_phase: np.ndarray  # (3,)
     conus_s: float  # arc position of the conus tip
+    flow: np.ndarray  # (k, 5) CSF pulsation flow voids: s, AP offset (fraction of sac half-depth), lx, radius, depth
 
     # ----------------------------------------------------------------------------- sampling
     @classmethod
@@ -138,6 +152,7 @@ class Patient:
             tex_k=rng.normal(0.0, 0.6, (3, 3)) * (2 * np.pi / rng.uniform(8.0, 20.0, (3, 1))),
             tex_phase=rng.uniform(0, 2 * np.pi, 3),
             conus_s=float(s[LEVEL_DISC["l1_l2"]] + rng.uniform(-5.0, 20.0)),
+            flow=_flow_voids(rng, s, size),
         )
 
     # ----------------------------------------------------------------------------- coordinates
@@ -338,6 +353,10 @@ class Patient:
         q = (lx / half_w) ** 2 + ((d - dc) / half_ap) ** 2
         sac = _ramp((1 - q) * half_ap / 2, pw) * sac_tail
         _paint(img, sac, tv["csf"])
+        if ci:  # flow voids show on T2/STIR only (CSF is dark on T1 anyway)
+            for fs, fd, fx, fr, depth in self.flow:
+                q = ((s - fs) / (2 * fr)) ** 2 + ((d - dc - fd * half_ap) / fr) ** 2 + ((lx - fx) / fr) ** 2
+                _paint(img, _ramp((1 - q) * fr / 2, pw) * sac, tv["csf"] * (1 - depth))
         r_rec = 4.0 * size * (1 - rec_nar)
         q = ((alx - (cw / 2 - 2.0)) / r_rec) ** 2 + ((d - (a_ap + 4.0)) / r_rec) ** 2
         _paint(img, _ramp((1 - q) * r_rec / 2, pw) * sac_tail, tv["csf"])
