@@ -33,6 +33,12 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path):
     assert set(_digest(tmp_path / "c").values()).isdisjoint(da.values())  # another seed shares no file
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path: Path):
+    make_dataset(tmp_path / "serial", 2, 0, seed=13, size=32, workers=1)
+    make_dataset(tmp_path / "procs", 2, 0, seed=13, size=32, workers=2)
+    assert _digest(tmp_path / "serial") == _digest(tmp_path / "procs")
+
+
 def _canal_run_mm(img: np.ndarray, x: float, y: float, col_mm: float) -> float:
     """Length (mm) of the bright (CSF) run along the image row through a canal label point."""
     row = img[int(round(y))]
