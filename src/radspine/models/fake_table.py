@@ -1,0 +1,190 @@
+"""A realistic fake feature table + labels, FOR TESTS AND BENCHMARKS ONLY (never used on real data).
+
+It mimics what ``radspine extract-features`` writes (25 rows per study, ``rad_* cnn_* ctx_* geo_* has_*``
+columns, NaNs) with grades whose per condition × level frequencies and missing rates follow the real
+RSNA 2024 label statistics (shared/reference/rsna2024_label_stats.json, copied below). Grades come from a
+latent severity ``0.6·study factor + 0.8·noise`` cut at the real class frequencies, so levels of a study
+are correlated (the any-severe term and context features matter). A few features per group see that latent
+through noise; most are pure noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from radspine.constants import (
+    CONDITION_GROUP,
+    CONDITION_SIDE,
+    CONDITIONS,
+    LABEL_COLUMNS,
+    LEVELS,
+    SEVERITIES,
+    row_id,
+)
+
+# (Normal/Mild, Moderate, Severe, missing) counts per train.csv column, 1975 real studies.
+REAL_LABEL_COUNTS: dict[str, tuple[int, int, int, int]] = {
+    "spinal_canal_stenosis_l1_l2": (1886, 67, 21, 1),
+    "spinal_canal_stenosis_l2_l3": (1770, 151, 53, 1),
+    "spinal_canal_stenosis_l3_l4": (1622, 230, 122, 1),
+    "spinal_canal_stenosis_l4_l5": (1482, 237, 255, 1),
+    "spinal_canal_stenosis_l5_s1": (1904, 51, 19, 1),
+    "left_neural_foraminal_narrowing_l1_l2": (1908, 63, 2, 2),
+    "left_neural_foraminal_narrowing_l2_l3": (1791, 171, 11, 2),
+    "left_neural_foraminal_narrowing_l3_l4": (1522, 411, 40, 2),
+    "left_neural_foraminal_narrowing_l4_l5": (1204, 629, 140, 2),
+    "left_neural_foraminal_narrowing_l5_s1": (1247, 520, 206, 2),
+    "right_neural_foraminal_narrowing_l1_l2": (1891, 63, 13, 8),
+    "right_neural_foraminal_narrowing_l2_l3": (1793, 168, 6, 8),
+    "right_neural_foraminal_narrowing_l3_l4": (1512, 414, 41, 8),
+    "right_neural_foraminal_narrowing_l4_l5": (1208, 629, 130, 8),
+    "right_neural_foraminal_narrowing_l5_s1": (1281, 496, 190, 8),
+    "left_subarticular_stenosis_l1_l2": (1690, 93, 28, 164),
+    "left_subarticular_stenosis_l2_l3": (1555, 255, 83, 82),
+    "left_subarticular_stenosis_l3_l4": (1324, 454, 194, 3),
+    "left_subarticular_stenosis_l4_l5": (887, 624, 461, 3),
+    "left_subarticular_stenosis_l5_s1": (1408, 409, 147, 11),
+    "right_subarticular_stenosis_l1_l2": (1680, 110, 24, 161),
+    "right_subarticular_stenosis_l2_l3": (1577, 243, 73, 82),
+    "right_subarticular_stenosis_l3_l4": (1322, 454, 197, 2),
+    "right_subarticular_stenosis_l4_l5": (891, 622, 460, 2),
+    "right_subarticular_stenosis_l5_s1": (1399, 396, 173, 7),
+}
+
+# Which group each informative radiomics column sees, and its noise sd (smaller = stronger signal).
+_RAD_SIGNAL: dict[str, tuple[str, float]] = {
+    "rad_sagt2_original_glcm_Contrast": ("spinal", 0.7),
+    "rad_sagt1_original_firstorder_Mean": ("foraminal", 0.7),
+    "rad_axt2_original_glszm_ZoneEntropy": ("subarticular", 0.7),
+    "rad_axt2_original_shape_Area": ("spinal", 1.2),
+}
+_SERIES = ("sagt1", "sagt2", "axt2")
+_CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "ngtdm")
+
+
+def make_fake_table(
+    n_studies: int = 40,
+    *,
+    seed: int = 0,
+    n_rad_noise: int = 30,
+    n_cnn: int = 16,
+    nan_rate: float = 0.02,
+    first_study_id: int = 1000,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fake ``features.parquet`` table and long labels ``[study_id, condition, level, grade]``.
+
+    Same arguments → identical outputs. ``cnn_0`` and ``cnn_1`` carry signal for every group, the other
+    ``cnn_*`` are noise; ``ctx_*`` summarise noisy signals of the study / neighbouring levels.
+    """
+    rng = np.random.default_rng(seed)
+    studies = np.arange(first_study_id, first_study_id + n_studies)
+    keys = [(s, c, lv) for s in studies for c in CONDITIONS for lv in LEVELS]
+    n = len(keys)
+    df = pd.DataFrame(keys, columns=["study_id", "condition", "level"])
+    df["side"] = df["condition"].map(lambda c: CONDITION_SIDE[c] or "none")
+    df["group"] = df["condition"].map(CONDITION_GROUP)
+    df["row_id"] = [row_id(s, c, lv) for s, c, lv in keys]
+    study_idx = np.repeat(np.arange(n_studies), 25)
+
+    u = rng.normal(size=n_studies)
+    latent = 0.6 * u[study_idx] + 0.8 * rng.normal(size=n)
+    col = [f"{c}_{lv}" for c, lv in zip(df["condition"], df["level"], strict=True)]
+    counts = np.array([REAL_LABEL_COUNTS[c] for c in col], dtype=float)
+    labeled_counts = counts[:, :3]
+    frac = labeled_counts / labeled_counts.sum(axis=1, keepdims=True)
+    t1 = norm.ppf(frac[:, 0])
+    t2 = norm.ppf(frac[:, 0] + frac[:, 1])
+    grade = (latent > t1).astype(float) + (latent > t2).astype(float)
+    missing = rng.random(n) < counts[:, 3] / counts.sum(axis=1)
+    grade[missing] = np.nan
+
+    # Standardise the latent relative to each row's thresholds so features carry "how close to moderate".
+    z = latent - t1
+    has = {
+        s: (rng.random(n_studies) > p).astype(float)
+        for s, p in zip(_SERIES, (0.005, 0.005, 0.03), strict=True)
+    }
+    feats: dict[str, np.ndarray] = {}
+    grp = df["group"].to_numpy()
+    for name, (g, sd) in _RAD_SIGNAL.items():
+        feats[name] = np.where(grp == g, z, 0.0) + rng.normal(scale=sd, size=n)
+    for k in range(n_rad_noise):
+        s = _SERIES[k % 3]
+        feats[f"rad_{s}_original_{_CLASSES[k % 5]}_Noise{k}"] = rng.normal(size=n) * (1 + k % 4)
+    for k in range(n_cnn):
+        if k == 0:
+            feats["cnn_0"] = z + rng.normal(scale=1.0, size=n)
+        elif k == 1:
+            feats["cnn_1"] = 0.5 * z + rng.normal(scale=1.0, size=n)
+        else:
+            feats[f"cnn_{k}"] = rng.normal(size=n)
+    obs = z + rng.normal(scale=1.0, size=n)
+    feats["ctx_study_mean"] = pd.Series(obs).groupby(study_idx).transform("mean").to_numpy()
+    lvl = df["level"].map({lv: i for i, lv in enumerate(LEVELS)}).to_numpy()
+    key = pd.DataFrame({"s": study_idx, "c": df["condition"], "l": lvl, "o": obs})
+    nb = key.set_index(["s", "c", "l"])["o"]
+    up = nb.reindex(pd.MultiIndex.from_arrays([study_idx, df["condition"], lvl - 1])).to_numpy()
+    down = nb.reindex(pd.MultiIndex.from_arrays([study_idx, df["condition"], lvl + 1])).to_numpy()
+    feats["ctx_neighbour_mean"] = np.nanmean(np.vstack([up, down]), axis=0)
+    feats["geo_z_mm"] = (
+        -35.0 * lvl + rng.normal(scale=3.0, size=n) + rng.normal(scale=10, size=n_studies)[study_idx]
+    )
+    feats["geo_x_mm"] = df["side"].map({"left": 15.0, "right": -15.0, "none": 0.0}).to_numpy() + rng.normal(
+        scale=2.0, size=n
+    )
+    feats["geo_conf"] = rng.beta(5, 1, size=n)
+    for s in _SERIES:
+        feats[f"has_{s}"] = has[s][study_idx]
+
+    out = pd.concat([df, pd.DataFrame(feats)], axis=1)
+    num = [c for c in feats if not c.startswith("has_")]
+    vals = out[num].to_numpy().copy()
+    vals[rng.random(vals.shape) < nan_rate] = np.nan
+    for s in _SERIES:
+        # A missing series leaves its radiomics columns empty, as extract-features would.
+        cols = [i for i, c in enumerate(num) if c.startswith(f"rad_{s}_")]
+        absent = has[s][study_idx] == 0
+        vals[np.ix_(absent, cols)] = np.nan
+    out[num] = vals
+    labels = df[["study_id", "condition", "level"]].copy()
+    labels["grade"] = grade
+    return out, labels
+
+
+def labels_to_train_csv(labels: pd.DataFrame) -> pd.DataFrame:
+    """Long labels → a competition-style wide ``train.csv`` frame (grade names, blank when NaN)."""
+    lab = labels.copy()
+    lab["col"] = lab["condition"] + "_" + lab["level"]
+    lab["name"] = lab["grade"].map(lambda g: SEVERITIES[int(g)] if pd.notna(g) else np.nan)
+    wide = lab.pivot(index="study_id", columns="col", values="name").reindex(columns=list(LABEL_COLUMNS))
+    return wide.reset_index()
+
+
+def write_fake_workdir(
+    features_dir: Path, data_dir: Path, n_studies: int = 40, *, seed: int = 0, **kwargs: object
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``features.parquet`` + ``meta.json`` in ``features_dir`` and ``train.csv`` in ``data_dir``."""
+    table, labels = make_fake_table(n_studies, seed=seed, **kwargs)  # type: ignore[arg-type]
+    features_dir, data_dir = Path(features_dir), Path(data_dir)
+    features_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(features_dir / "features.parquet", index=False)
+    meta = {
+        "config_hash": f"fake-{seed}",
+        "radspine_version": "fake",
+        "n_studies": n_studies,
+        "backbone": "fake",
+    }
+    fd, tmp = tempfile.mkstemp(dir=features_dir, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(meta, fh)
+    os.replace(tmp, features_dir / "meta.json")
+    labels_to_train_csv(labels).to_csv(data_dir / "train.csv", index=False)
+    return table, labels
