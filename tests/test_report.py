@@ -1,0 +1,309 @@
+"""Per-study visual report: panels, point placement (rendered pixel colours), SHAP additivity, CLI, batch fallbacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radspine.constants import GROUPS, SEVERITY_COLUMNS, row_id
+
+SEED = 0
+
+
+def _fit_bundle(out: Path, features_table: pd.DataFrame, labels: pd.DataFrame) -> tuple[list[str], str]:
+    """A small two-backend bundle (blend weights differ per group) fitted directly, no Optuna."""
+    from radspine.metrics import priors_table
+    from radspine.models.bundle import save_bundle
+    from radspine.models.calibrate import Calibrator
+    from radspine.models.estimator import GradeClassifier, TableGrader
+    from radspine.models.tune import align_grades, feature_columns
+
+    feats = feature_columns(features_table)
+    grades = align_grades(features_table, labels)
+    lab = ~np.isnan(grades)
+    models = {
+        b: TableGrader(GradeClassifier(b, n_estimators=25, num_leaves=7, max_depth=3, min_child_samples=5,
+                                       n_jobs=1, random_state=SEED), feats, "per_group").fit(features_table[lab], grades[lab])
+        for b in ("lightgbm", "xgboost")
+    }
+    save_bundle(out, models=models, blend_weights={"spinal": 0.3, "foraminal": 0.6, "subarticular": 1.0},
+                calibrator=Calibrator("none"), features=feats, mode="per_group",
+                priors=priors_table(labels), meta={"config_hash": "fake-report"}, report={})
+    return feats, "per_group"
+
+
+def _remap(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
+    """Give a fake table the phantom's study ids (in order)."""
+    old = sorted(table["study_id"].unique())
+    m = dict(zip(old, ids, strict=True))
+    t = table.copy()
+    t["study_id"] = t["study_id"].map(m).astype("int64")
+    t["row_id"] = [row_id(s, c, lv) for s, c, lv in zip(t["study_id"], t["condition"], t["level"], strict=True)]
+    return t
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from radspine.models.fake_table import make_fake_table
+
+    table, labels = make_fake_table(40, seed=SEED, n_rad_noise=6, n_cnn=4)
+    d = tmp_path_factory.mktemp("report_model") / "model"
+    _fit_bundle(d, table, labels)
+    return d
+
+
+@pytest.fixture(scope="module")
+def pred_dir(tmp_path_factory, phantom_root: Path, model_dir: Path) -> Path:
+    """A predict-shaped output for the phantom's train split: label coordinates as the points, bundle probabilities
+    (grades rotated so every colour appears), features table where predict leaves it."""
+    from radspine.geometry import instance_to_world
+    from radspine.io.dataset import Dataset
+    from radspine.io.dicom import read_series
+    from radspine.models.bundle import Bundle
+    from radspine.models.fake_table import make_fake_table
+    from radspine.predict import expected_severity
+
+    ds = Dataset.open(phantom_root)
+    ids = [s.study_id for s in ds.studies("train")]
+    table = _remap(make_fake_table(len(ids), seed=SEED + 1, n_rad_noise=6, n_cnn=4)[0], ids)
+    out = tmp_path_factory.mktemp("report_pred")
+    (out / "predict_work" / "features").mkdir(parents=True)
+    table.to_parquet(out / "predict_work" / "features" / "features.parquet", index=False)
+    (out / "predict_work" / "features" / "meta.json").write_text(json.dumps({"config_hash": "fake-report"}))
+    probs = Bundle.load(model_dir).predict_proba(table)
+    p = probs[list(SEVERITY_COLUMNS)].to_numpy()
+    p = np.sort(p, axis=1)[:, ::-1]  # largest first, then rotate so row i's argmax is grade i % 3
+    for i in range(len(p)):
+        p[i] = np.roll(p[i], i % 3)
+    probs[list(SEVERITY_COLUMNS)] = p
+    probs["expected_severity"] = expected_severity(p)
+    coords = ds.coordinates.copy()
+    vols: dict[int, list] = {}
+    world = []
+    for r in coords.itertuples():
+        if r.series_id not in vols:
+            info = next(s for s in ds.study(r.study_id, "train").series if s.series_id == r.series_id)
+            vols[r.series_id] = read_series(info.path, study_id=r.study_id, series_id=r.series_id)
+        vol = next(v for v in vols[r.series_id] if r.instance_number in v.instance_numbers)
+        world.append(instance_to_world(vol, r.x, r.y, r.instance_number))
+    coords[["world_x", "world_y", "world_z"]] = np.array(world)
+    coords["row_id"] = [row_id(s, c, lv) for s, c, lv in zip(coords["study_id"], coords["condition"], coords["level"])]
+    coords["flag"] = ""
+    preds = probs.merge(coords[["row_id", "series_id", "instance_number", "x", "y", "world_x", "world_y", "world_z", "flag"]],
+                        on="row_id", how="left")
+    preds.to_csv(out / "predictions.csv", index=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def study_report(pred_dir: Path, phantom_root: Path, model_dir: Path, tmp_path_factory):
+    from radspine.io.dataset import Dataset
+    from radspine.report import contributions_for, load_predictions, render_study
+
+    preds = load_predictions(pred_dir)
+    sid = int(preds["study_id"].iloc[0])
+    contribs, note = contributions_for(pred_dir, preds, model_dir, "train")
+    assert note == ""
+    out = tmp_path_factory.mktemp("report_out")
+    rep = render_study(Dataset.open(phantom_root).study(sid, "train"), preds, out, contribs)
+    return rep, preds[preds["study_id"] == sid], contribs
+
+
+def test_plain_feature_names() -> None:
+    from radspine.report import plain_feature_name as p
+
+    assert p("rad_sagt2_original_glcm_Contrast") == "T2 sagittal · GLCM contrast"
+    assert p("rad_axt2_original_glszm_ZoneEntropy") == "T2 axial · GLSZM zone entropy"
+    assert p("rad_sagt1_log-sigma-1-0-mm-2D_firstorder_10Percentile") == "T1 sagittal · LoG σ 1.0 mm · first-order 10th percentile"
+    assert p("rad_sagt1_wavelet-LLH_glcm_Idmn") == "T1 sagittal · wavelet LLH · GLCM IDMN"
+    assert p("rad_axt2_original_glrlm_GrayLevelNonUniformityNormalized") == "T2 axial · GLRLM gray level non uniformity normalized"
+    assert p("cnn_3") == "CNN embedding 3"
+    assert p("ctx_prev_cnn_0") == "level above: CNN embedding 0"
+    assert p("ctx_other_rad_sagt1_original_firstorder_Mean") == "other side: T1 sagittal · first-order mean"
+    assert p("ctx_canal_cnn_2") == "canal at this level: CNN embedding 2"
+    assert p("geo_gap_next_mm") == "gap to the level below (mm)"
+    assert p("geo_plane_dist_spinal_axial") == "spinal axial patch: point-to-slice distance (mm)"
+    assert p("has_axt2") == "T2 axial present"
+    assert p("level_idx") == "level (L1/L2…L5/S1)"
+    assert p("something_else") == "something_else"
+
+
+def test_report_panels_and_files(study_report) -> None:
+    from radspine.report import N_IMAGE_PANELS
+
+    rep, preds, _ = study_report
+    assert N_IMAGE_PANELS == 8
+    assert len(rep.image_panels) == 8, [(p.name, p.kind) for p in rep.panels]
+    assert [p.name for p in rep.panels if p.kind == "text"] == [f"text_{lv}" for lv in
+                                                              ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1")]
+    assert rep.png.is_file() and rep.json.is_file()
+    assert not list(rep.png.parent.glob(".*.tmp"))
+    doc = json.loads(rep.json.read_text())
+    assert len(doc["rows"]) == 25 and doc["study_id"] == rep.study_id
+    # Every labelled point of the phantom study is drawn exactly once.
+    drawn = [pt.row_id for p in rep.image_panels for pt in p.points]
+    assert sorted(drawn) == sorted(preds["row_id"])
+    counts = {p.name: len(p.points) for p in rep.image_panels}
+    assert counts["sagittal_t2"] == 5 and counts["foramina_left"] == 5 and counts["foramina_right"] == 5
+    assert all(counts[f"axial_{lv}"] == 2 for lv in ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"))
+
+
+def test_points_drawn_at_predicted_pixels(study_report) -> None:
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    from radspine.report import GRADE_COLORS
+
+    rep, preds, _ = study_report
+    img = imread(rep.png)[..., :3]
+    h, w = img.shape[:2]
+    assert (w, h) == rep.size_px
+    by_id = preds.set_index("row_id")
+    n_exact = 0
+    for panel in rep.image_panels:
+        x0, y0, x1, y1 = panel.bbox_px
+        (xa, xb), (ya, yb) = panel.xlim, panel.ylim
+        for pt in panel.points:
+            r = by_id.loc[pt.row_id]
+            assert pt.grade == int(np.argmax(r[list(SEVERITY_COLUMNS)].to_numpy(float)))
+            if int(r["instance_number"]) == panel.instance_number and int(r["series_id"]) == panel.series_id:
+                # On its own slice a point sits exactly at its predicted pixel.
+                assert (pt.x, pt.y) == (pytest.approx(r["x"]), pytest.approx(r["y"]))
+                n_exact += 1
+            else:
+                # On a neighbouring slice of the same stack: same in-plane pixel, off the plane by a slice step.
+                assert pt.x == pytest.approx(r["x"], abs=1e-6) and pt.y == pytest.approx(r["y"], abs=1e-6)
+                assert abs(pt.off_plane_mm) > 0.5
+            # data (column, row) → display pixel of the PNG, from the panel's extent and limits alone.
+            px = x0 + (pt.x - xa) / (xb - xa) * (x1 - x0)
+            py = h - (y0 + (pt.y - ya) / (yb - ya) * (y1 - y0))
+            rgb = img[int(py), int(px)]
+            assert np.allclose(rgb, to_rgb(GRADE_COLORS[pt.grade]), atol=1.5 / 255), (pt.row_id, rgb)
+    assert n_exact >= 20
+    # All three colours are in use (the fixture rotates grades).
+    assert {pt.grade for p in rep.image_panels for pt in p.points} == {0, 1, 2}
+
+
+def test_report_is_deterministic(study_report, phantom_root: Path, tmp_path: Path) -> None:
+    from radspine.io.dataset import Dataset
+    from radspine.report import render_study
+
+    rep, preds, contribs = study_report
+    again = render_study(Dataset.open(phantom_root).study(rep.study_id, "train"), preds, tmp_path, contribs)
+    assert again.png.read_bytes() == rep.png.read_bytes()
+
+
+def test_shap_values_sum_to_raw_model_output(model_dir: Path) -> None:
+    import xgboost as xgb
+
+    from radspine.models.bundle import Bundle
+    from radspine.models.estimator import design_matrix
+    from radspine.models.fake_table import make_fake_table
+
+    b = Bundle.load(model_dir)
+    table = make_fake_table(3, seed=SEED + 7, n_rad_noise=6, n_cnn=4)[0]
+    w = b.info["blend_weight_lightgbm"]
+    for k, col in enumerate(SEVERITY_COLUMNS):
+        sv = b.shap_values(table, grade=col)
+        total = sv.drop(columns="row_id").sum(axis=1).to_numpy()
+        expected = np.zeros(len(table))
+        for g in GROUPS:
+            m = (table["group"] == g).to_numpy()
+            X = design_matrix(table[m], b.features, b.info["mode"])
+            lm = b.models["lightgbm"].models[g]
+            xm = b.models["xgboost"].models[g]
+            assert list(lm.classes_) == [0, 1, 2] and list(xm.classes_) == [0, 1, 2]
+            raw_l = lm.booster_.predict(X, raw_score=True, num_iteration=lm.best_iteration_)[:, k]
+            d = xgb.DMatrix(X, feature_names=[f"f{i}" for i in range(X.shape[1])])
+            raw_x = xm.booster_.predict(d, output_margin=True, iteration_range=(0, xm.best_iteration_))[:, k]
+            expected[m] = w[g] * raw_l + (1 - w[g]) * raw_x
+        np.testing.assert_allclose(total, expected, rtol=1e-5, atol=1e-5)
+        assert np.abs(total).max() > 0.1  # the models learned something, so the check is not 0 == 0
+
+
+def test_top_contributions_rank_shap_of_predicted_grade(model_dir: Path) -> None:
+    from radspine.models.bundle import Bundle
+    from radspine.models.fake_table import make_fake_table
+    from radspine.report import plain_feature_name, top_contributions
+
+    b = Bundle.load(model_dir)
+    table = make_fake_table(2, seed=SEED + 3, n_rad_noise=6, n_cnn=4)[0]
+    top = top_contributions(b, table, top_k=3)
+    grades = b.predict_proba(table)[list(SEVERITY_COLUMNS)].to_numpy().argmax(axis=1)
+    assert set(top) == set(table["row_id"])
+    for i in (0, 7, 30):
+        rid = table["row_id"].iloc[i]
+        sv = b.shap_values(table.iloc[[i]], grade=SEVERITY_COLUMNS[grades[i]]).drop(columns=["row_id", "bias"]).iloc[0]
+        best = sv.abs().sort_values(ascending=False, kind="stable").index[:3].tolist()
+        assert [c.feature for c in top[rid]] == best
+        assert [c.value for c in top[rid]] == pytest.approx(sv[best].tolist())
+        assert top[rid][0].plain == plain_feature_name(best[0])
+
+
+def test_render_reports_batch_index_and_fallbacks(pred_dir: Path, phantom_root: Path, model_dir: Path,
+                                                  tmp_path: Path, caplog) -> None:
+    from radspine.report import load_predictions, render_reports
+
+    preds = pd.read_csv(pred_dir / "predictions.csv")
+    ids = sorted(load_predictions(pred_dir)["study_id"].unique())
+    # A study in the predictions but not in the dataset is skipped (logged, listed), the others render.
+    ghost = preds[preds["row_id"].str.startswith(f"{ids[0]}_")].copy()
+    ghost["row_id"] = ghost["row_id"].str.replace(f"{ids[0]}_", "77_", n=1, regex=False)
+    # One row points at a series the study does not have: its panel still renders, the point is noted.
+    bad = preds.copy()
+    j = bad.index[bad["row_id"] == f"{ids[1]}_spinal_canal_stenosis_l1_l2"][0]
+    bad.loc[j, "series_id"] = 123
+    bad.loc[j, ["world_x", "world_y", "world_z"]] = np.nan
+    d = tmp_path / "pred"
+    shutil.copytree(pred_dir, d)
+    pd.concat([bad, ghost]).to_csv(d / "predictions.csv", index=False)
+    out = tmp_path / "reports"
+    n = render_reports(phantom_root, d, out, model_dir=model_dir, split="train", study_ids=[77, ids[1]])
+    assert n == 1
+    assert "study 77" in caplog.text
+    failed = json.loads((out / "failed.json").read_text())
+    assert list(failed) == ["77"] and "77" in failed["77"]
+    html = (out / "index.html").read_text()
+    assert f'href="study_{ids[1]}.png"' in html and "not rendered" in html and f"study_{ids[0]}" not in html
+    doc = json.loads((out / f"study_{ids[1]}.json").read_text())
+    assert any("series 123" in n for n in doc["notes"])
+    sag = next(p for p in doc["panels"] if p["name"] == "sagittal_t2")
+    assert sag["kind"] == "image" and len(sag["points"]) == 4
+    # Contributions came from the bundle and the features table found beside the predictions.
+    assert all(r["top_features"] for r in doc["rows"])
+
+
+def test_bad_inputs_raise_clear_errors(pred_dir: Path, phantom_root: Path, tmp_path: Path) -> None:
+    from radspine.errors import DatasetError
+    from radspine.report import load_predictions, render_reports
+
+    with pytest.raises(DatasetError, match="no predictions.csv"):
+        load_predictions(tmp_path)
+    (tmp_path / "predictions.csv").write_text("row_id,normal_mild\n1_x,0.5\n")
+    with pytest.raises(DatasetError, match=r"predictions.csv: missing columns \['moderate', 'severe'\]"):
+        load_predictions(tmp_path)
+    with pytest.raises(DatasetError, match="no predictions for study 5"):
+        render_reports(phantom_root, pred_dir, tmp_path / "r", split="train", study_ids=[5])
+
+
+def test_cli_report(pred_dir: Path, phantom_root: Path, model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from radspine.cli import app
+    from radspine.report import load_predictions
+
+    sid = int(load_predictions(pred_dir)["study_id"].iloc[-1])
+    out = tmp_path / "r"
+    args = ["report", "--data", str(phantom_root), "--predictions", str(pred_dir), "--split", "train",
+            "--out", str(out), "--model", str(model_dir)]
+    res = CliRunner().invoke(app, [*args, "--study", str(sid)])
+    assert res.exit_code == 0, res.output
+    assert (out / f"study_{sid}.png").is_file() and (out / "index.html").is_file()
+    res = CliRunner().invoke(app, [*args, "--study", "5"])
+    assert res.exit_code == 2
+    assert "no predictions for study 5" in res.output and "Traceback" not in res.output
