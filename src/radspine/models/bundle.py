@@ -1,0 +1,205 @@
+"""The model bundle (MODELDIR): models, blend weights, calibrator, features, priors, versions, CV report.
+
+Layout::
+
+    MODELDIR/bundle.json     features, mode, blend weights, feature config hash, versions, backbone
+    MODELDIR/models.joblib   {"models": {backend: TableGrader}, "calibrator": Calibrator}
+    MODELDIR/priors.csv      condition, level, normal_mild, moderate, severe
+    MODELDIR/cv_report.json  CV scores, ablations, calibration, importance, tuned params
+    MODELDIR/plots/*.png     reliability diagrams
+    MODELDIR/optuna.db       Optuna storage (default)
+
+``Bundle.load(dir).predict_proba(table)`` is the public prediction entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import radspine
+from radspine.constants import SEVERITY_COLUMNS
+from radspine.errors import ModelError
+from radspine.fsutil import atomic_path, write_csv_atomic, write_json_atomic
+from radspine.models.calibrate import Calibrator
+from radspine.models.estimator import TableGrader, design_names
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+_KEY_COLUMNS = ("study_id", "condition", "level", "side", "group", "row_id")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose objects are pickled in the bundle."""
+    import lightgbm
+    import sklearn
+    import xgboost
+
+    return {
+        "radspine": radspine.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "lightgbm": lightgbm.__version__,
+        "xgboost": xgboost.__version__,
+    }
+
+
+def save_bundle(
+    out_dir: str | Path,
+    *,
+    models: dict[str, TableGrader],
+    blend_weights: dict[str, float],
+    calibrator: Calibrator,
+    features: list[str],
+    mode: str,
+    priors: pd.DataFrame,
+    meta: dict,
+    report: dict,
+) -> None:
+    """Write every bundle file atomically (bundle.json last, so a complete bundle.json means a complete bundle)."""
+    import joblib
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "models.joblib") as tmp:
+        joblib.dump({"models": models, "calibrator": calibrator}, tmp)
+    write_csv_atomic(priors, out / "priors.csv")
+    write_json_atomic(out / "cv_report.json", report)
+    write_json_atomic(
+        out / "bundle.json",
+        {
+            "format": BUNDLE_FORMAT,
+            "features": list(features),
+            "mode": mode,
+            "backends": list(models),
+            "blend_weight_lightgbm": blend_weights,
+            "calibration": calibrator.method,
+            "feature_config_hash": meta.get("config_hash"),
+            "backbone": meta.get("backbone"),
+            "features_meta": meta,
+            "versions": library_versions(),
+        },
+    )
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle; use :meth:`load`."""
+
+    path: Path
+    info: dict
+    models: dict[str, TableGrader]
+    calibrator: Calibrator
+    priors: pd.DataFrame
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Bundle:
+        """Load a bundle written by ``radspine tune``; raises ModelError naming the folder/file if unusable."""
+        import joblib
+
+        d = Path(model_dir)
+        bj = d / "bundle.json"
+        if not bj.is_file():
+            raise ModelError(f"{d}: not a model bundle (no bundle.json; run `radspine tune`)")
+        try:
+            info = json.loads(bj.read_text())
+        except json.JSONDecodeError as err:
+            raise ModelError(f"{bj}: corrupt JSON: {err}") from None
+        if info.get("format") != BUNDLE_FORMAT:
+            raise ModelError(f"{bj}: bundle format {info.get('format')!r}, expected {BUNDLE_FORMAT}")
+        try:
+            blob = joblib.load(d / "models.joblib")
+            priors = pd.read_csv(d / "priors.csv")
+        except FileNotFoundError as err:
+            raise ModelError(f"{d}: incomplete bundle, missing {Path(err.filename).name}") from None
+        except Exception as err:  # unpickling failures come in many types
+            raise ModelError(
+                f"{d / 'models.joblib'}: cannot load models: {str(err).splitlines()[0]}"
+            ) from None
+        now = library_versions()
+        for lib in ("lightgbm", "xgboost", "scikit-learn"):
+            if info["versions"].get(lib) != now[lib]:
+                log.warning("%s: trained with %s %s, running %s", d, lib, info["versions"].get(lib), now[lib])
+        return cls(d, info, blob["models"], blob["calibrator"], priors)
+
+    @property
+    def feature_config_hash(self) -> str | None:
+        """``config_hash`` of the features the models were trained on."""
+        return self.info.get("feature_config_hash")
+
+    @property
+    def features(self) -> list[str]:
+        """Feature columns the models need."""
+        return list(self.info["features"])
+
+    def check_features_meta(self, meta: dict, source: str = "meta.json") -> None:
+        """Raise ModelError if a features ``meta.json`` was produced with another feature config."""
+        if meta.get("config_hash") != self.feature_config_hash:
+            raise ModelError(
+                f"{source}: feature config_hash {meta.get('config_hash')!r} differs from the model's "
+                f"{self.feature_config_hash!r} ({self.path}); re-extract features or re-tune"
+            )
+
+    def _check_table(self, table: pd.DataFrame) -> None:
+        missing = [c for c in (*_KEY_COLUMNS, *self.features) if c not in table.columns]
+        if missing:
+            more = f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
+            raise ModelError(f"features table lacks columns required by {self.path}: {missing[:10]}{more}")
+
+    def predict_raw(self, table: pd.DataFrame) -> np.ndarray:
+        """Blended, uncalibrated (n, 3) probabilities."""
+        self._check_table(table)
+        probs = {b: m.predict_proba(table) for b, m in self.models.items()}
+        if len(probs) == 1:
+            return next(iter(probs.values()))
+        w = self.info["blend_weight_lightgbm"]
+        wl = np.array([w.get(g, 0.5) for g in table["group"]])[:, None]
+        return wl * probs["lightgbm"] + (1 - wl) * probs["xgboost"]
+
+    def predict_proba(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Calibrated probabilities ``[row_id, normal_mild, moderate, severe]`` for every table row.
+
+        Raises:
+            ModelError: the table lacks feature columns the models were trained on (names them).
+        """
+        p = self.calibrator.transform(self.predict_raw(table), table["group"].to_numpy())
+        out = pd.DataFrame({"row_id": table["row_id"].to_numpy()})
+        for j, c in enumerate(SEVERITY_COLUMNS):
+            out[c] = p[:, j]
+        return out
+
+    def shap_values(self, table: pd.DataFrame, grade: str = "severe") -> pd.DataFrame:
+        """Per-feature TreeSHAP contributions to one grade's raw score (before softmax and calibration).
+
+        Contributions of the two backends are averaged with the blend weights, which is exact for a blend
+        of margins and an approximation for the probability blend used in prediction; good enough to rank
+        which features drove a row. Columns: ``row_id``, the design features (incl. ``level_idx`` etc.)
+        and ``bias``.
+        """
+        self._check_table(table)
+        k = list(SEVERITY_COLUMNS).index(grade)
+        total = None
+        w = self.info["blend_weight_lightgbm"]
+        wl = np.array([w.get(g, 0.5) for g in table["group"]])[:, None]
+        for b, m in self.models.items():
+            c = m.contributions(table)[:, k, :]
+            if len(self.models) > 1:
+                c = c * (wl if b == "lightgbm" else 1 - wl)
+            total = c if total is None else total + c
+        names = [*design_names(self.features, self.info["mode"]), "bias"]
+        out = pd.DataFrame(total, columns=names)
+        out.insert(0, "row_id", table["row_id"].to_numpy())
+        return out
+
+    def report(self) -> dict:
+        """The bundle's ``cv_report.json``."""
+        return json.loads((self.path / "cv_report.json").read_text())
