@@ -25,7 +25,6 @@ from radspine.constants import (
     GROUPS,
     LABEL_COLUMNS,
     LEVELS,
-    SEVERITIES,
     SEVERITY_COLUMNS,
 )
 from radspine.errors import DatasetError, ModelError
@@ -92,43 +91,33 @@ def load_features(features_dir: str | Path) -> tuple[pd.DataFrame, dict]:
 
 
 def load_labels(data_dir: str | Path) -> pd.DataFrame:
-    """Long labels ``[study_id, condition, level, grade]`` of a competition-layout folder.
+    """Long labels ``[study_id, condition, level, grade]`` of a competition-layout folder (radspine.io).
 
-    Uses :class:`radspine.io.dataset.Dataset` when the folder is a full dataset; falls back to reading
-    ``train.csv`` alone (enough for tuning, and what the fake tables in tests ship).
+    A folder holding only ``train.csv`` (no image folders) is accepted too: tuning needs nothing else.
     """
-    d = Path(data_dir)
-    csv = d / "train.csv"
-    try:
-        from radspine.io.dataset import Dataset
+    from radspine.io.dataset import Dataset
 
-        return Dataset.open(d).labels_long()[["study_id", "condition", "level", "grade"]]
-    except (ImportError, AttributeError):
-        pass
+    d = Path(data_dir)
+    try:
+        labels = Dataset.open(d).labels_long()
     except DatasetError:
-        if not csv.is_file():
+        if not (d / "train.csv").is_file():
             raise
-        log.info("%s is not a full dataset; reading labels from train.csv only", d)
-    return read_train_csv(csv)
+        return read_train_csv(d / "train.csv")
+    if labels.empty:
+        raise DatasetError(f"{d}: no labels (train.csv absent)")
+    return labels[["study_id", "condition", "level", "grade"]]
 
 
 def read_train_csv(path: str | Path) -> pd.DataFrame:
-    """Competition ``train.csv`` (wide, grade names) → long labels with int grades (NaN when blank)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: not found")
-    wide = pd.read_csv(path)
-    missing = [c for c in ("study_id", *LABEL_COLUMNS) if c not in wide.columns]
-    if missing:
-        raise DatasetError(f"{path}: missing columns {missing[:3]}{'...' if len(missing) > 3 else ''}")
-    long = wide.melt(id_vars="study_id", value_vars=list(LABEL_COLUMNS), var_name="col", value_name="name")
-    bad = long["name"].notna() & ~long["name"].isin(SEVERITIES)
-    if bad.any():
-        raise DatasetError(f"{path}: unknown grade {long.loc[bad, 'name'].iloc[0]!r}")
+    """Competition ``train.csv`` → long labels with float grades 0/1/2 (NaN when blank), via radspine.io."""
+    from radspine.io.dataset import read_train_csv as read_wide
+
+    wide = read_wide(Path(path))
+    long = wide.melt(id_vars="study_id", value_vars=list(LABEL_COLUMNS), var_name="col", value_name="grade")
     split = {f"{c}_{lv}": (c, lv) for c in CONDITIONS for lv in LEVELS}
     long["condition"] = long["col"].map(lambda c: split[c][0])
     long["level"] = long["col"].map(lambda c: split[c][1])
-    long["grade"] = long["name"].map({n: float(i) for i, n in enumerate(SEVERITIES)})
     long["study_id"] = long["study_id"].astype(int)
     return long[["study_id", "condition", "level", "grade"]]
 
