@@ -21,7 +21,7 @@ EXPECTED_FAILED = {
 
 @pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
 def test_sklearn_estimator_checks(backend):
-    est = GradeClassifier(backend=backend, n_estimators=20, min_child_samples=2, grade_weights=None)
+    est = GradeClassifier(backend=backend, n_estimators=8, min_child_samples=2, grade_weights=None)
     results = check_estimator(est, expected_failed_checks=EXPECTED_FAILED, on_fail=None)
     failed = [r["check_name"] for r in results if r["status"] == "failed"]
     assert failed == [], failed

@@ -59,7 +59,6 @@ class TuneOptions:
     early_stopping_rounds: int = 20
     ablations: bool = True
     plots: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
