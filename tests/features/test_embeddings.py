@@ -22,7 +22,7 @@ NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
 def tiny_cfg(**kw) -> EmbeddingConfig:
     base = dict(backbone="resnet10t", backbone_kwargs=NARROW, epochs=1, batch_size=16, num_threads=1,
-                device="cpu")
+                device="cpu", pca_dims=None, append_proba=False)
     base.update(kw)
     return EmbeddingConfig(**base)
 
@@ -65,10 +65,10 @@ def test_shapes_pca_and_proba() -> None:
     emb = CnnEmbedder(tiny_cfg(pca_dims=8, append_proba=True)).fit(x, y)
     z = emb.transform(x)
     assert z.shape == (60, 11) and emb.n_features_out_ == 11
-    assert np.allclose(z[:, 8:].sum(1), 1.0, atol=1e-5)
+    assert np.allclose(z[:, :3], emb.predict_proba(x), atol=1e-6)  # probabilities lead
     # PCA was fitted on these rows: its scores are centred and ordered by decreasing variance.
-    assert np.allclose(z[:, :8].mean(0), 0.0, atol=1e-3)
-    var = z[:, :8].var(0)
+    assert np.allclose(z[:, 3:].mean(0), 0.0, atol=1e-3)
+    var = z[:, 3:].var(0)
     assert np.all(np.diff(var) <= 1e-6)
 
 

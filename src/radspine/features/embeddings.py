@@ -54,9 +54,13 @@ class EmbeddingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Default: resnet10t at quarter width. On 2 CPU cores the stock resnet10t/resnet18 cost ~10-25x more
+    # per patch (benchmarks/embed_bench.py); mobilenetv3/lcnet are as cheap but trained from scratch for
+    # a few epochs their weighted log loss was far worse than the prior on a toy signal (BN statistics).
     backbone: str = Field("resnet10t", description="timm model name; created with pretrained=False")
     backbone_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="extra timm.create_model kwargs, e.g. {channels: [32, 64, 128, 256]}"
+        default_factory=lambda: {"channels": [16, 32, 64, 128], "stem_width": 16},
+        description="extra timm.create_model kwargs ({} = the stock architecture)",
     )
     image_size: int | None = Field(None, ge=16, description="resize patches to this square size; None = as given")
     epochs: int = Field(4, ge=1)
@@ -64,9 +68,9 @@ class EmbeddingConfig(BaseModel):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    pca_dims: int | None = Field(None, ge=1, description="PCA-reduce the pooled features to this many dims")
+    pca_dims: int | None = Field(16, ge=1, description="PCA-reduce the pooled features to this many dims")
     append_proba: bool = Field(
-        False, description="append the network's 3 grade probabilities after the (PCA) features"
+        True, description="prepend the network's 3 grade probabilities (cnn_0..2) to the (PCA) features"
     )
     weights_path: Path | None = Field(None, description="local timm state dict; nothing is ever downloaded")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -329,13 +333,16 @@ class CnnEmbedder:
             return self._embed_raw(x)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Embeddings (N, n_features_out_) float32: pooled features (PCA-reduced if set), + probs if set."""
+        """Embeddings (N, n_features_out_) float32: ``[P(grade 0..2) if append_proba] + pooled features``
+        (PCA-reduced if ``pca_dims``)."""
         feats, probs = self._run(x)
         if self.pca_components_ is not None:
             feats = (feats.astype(np.float64) - self.pca_mean_) @ self.pca_components_.T
         out = [feats.astype(np.float32)]
         if self.cfg.append_proba:
-            out.append(probs.astype(np.float32))
+            # Probabilities first: they mean the same thing for every fold's network (pooled features
+            # and PCA axes do not), and callers that copy the first k columns get the strongest ones.
+            out.insert(0, probs.astype(np.float32))
         return np.concatenate(out, axis=1)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
