@@ -189,15 +189,6 @@ def test_points_drawn_at_predicted_pixels(study_report) -> None:
     assert {pt.grade for p in rep.image_panels for pt in p.points} == {0, 1, 2}
 
 
-def test_report_is_deterministic(study_report, phantom_root: Path, tmp_path: Path) -> None:
-    from radspine.io.dataset import Dataset
-    from radspine.report import render_study
-
-    rep, preds, contribs = study_report
-    again = render_study(Dataset.open(phantom_root).study(rep.study_id, "train"), preds, tmp_path, contribs)
-    assert again.png.read_bytes() == rep.png.read_bytes()
-
-
 def test_shap_values_sum_to_raw_model_output(model_dir: Path) -> None:
     import xgboost as xgb
 
@@ -245,37 +236,49 @@ def test_top_contributions_rank_shap_of_predicted_grade(model_dir: Path) -> None
         assert top[rid][0].plain == plain_feature_name(best[0])
 
 
-def test_render_reports_batch_index_and_fallbacks(pred_dir: Path, phantom_root: Path, model_dir: Path,
-                                                  tmp_path: Path, caplog) -> None:
-    from radspine.report import load_predictions, render_reports
+def test_cli_batch_index_fallbacks_and_determinism(study_report, pred_dir: Path, phantom_root: Path,
+                                                   model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
 
+    from radspine.cli import app
+
+    rep, _, _ = study_report
     preds = pd.read_csv(pred_dir / "predictions.csv")
-    ids = sorted(load_predictions(pred_dir)["study_id"].unique())
+    ids = sorted(preds["row_id"].str.split("_").str[0].astype(int).unique())
+    other = next(i for i in ids if i != rep.study_id)
     # A study in the predictions but not in the dataset is skipped (logged, listed), the others render.
-    ghost = preds[preds["row_id"].str.startswith(f"{ids[0]}_")].copy()
-    ghost["row_id"] = ghost["row_id"].str.replace(f"{ids[0]}_", "77_", n=1, regex=False)
-    # One row points at a series the study does not have: its panel still renders, the point is noted.
+    ghost = preds[preds["row_id"].str.startswith(f"{rep.study_id}_")].copy()
+    ghost["row_id"] = ghost["row_id"].str.replace(f"{rep.study_id}_", "77_", n=1, regex=False)
+    # One row points at a series the study does not have (and no world position): its panel still renders.
     bad = preds.copy()
-    j = bad.index[bad["row_id"] == f"{ids[1]}_spinal_canal_stenosis_l1_l2"][0]
+    j = bad.index[bad["row_id"] == f"{other}_spinal_canal_stenosis_l1_l2"][0]
     bad.loc[j, "series_id"] = 123
     bad.loc[j, ["world_x", "world_y", "world_z"]] = np.nan
     d = tmp_path / "pred"
     shutil.copytree(pred_dir, d)
     pd.concat([bad, ghost]).to_csv(d / "predictions.csv", index=False)
     out = tmp_path / "reports"
-    n = render_reports(phantom_root, d, out, model_dir=model_dir, split="train", study_ids=[77, ids[1]])
-    assert n == 1
-    assert "study 77" in caplog.text
+    args = ["report", "--data", str(phantom_root), "--predictions", str(d), "--split", "train", "--out", str(out),
+            "--model", str(model_dir)]
+    res = CliRunner().invoke(app, [*args, "--study", "77", "--study", str(rep.study_id), "--study", str(other)])
+    assert res.exit_code == 0, res.output
+    assert "2 study report(s)" in res.output
     failed = json.loads((out / "failed.json").read_text())
-    assert list(failed) == ["77"] and "77" in failed["77"]
+    assert list(failed) == ["77"] and "study 77" in failed["77"]
     html = (out / "index.html").read_text()
-    assert f'href="study_{ids[1]}.png"' in html and "not rendered" in html and f"study_{ids[0]}" not in html
-    doc = json.loads((out / f"study_{ids[1]}.json").read_text())
+    assert f'href="study_{other}.png"' in html and f'href="study_{rep.study_id}.png"' in html and "not rendered" in html
+    doc = json.loads((out / f"study_{other}.json").read_text())
     assert any("series 123" in n for n in doc["notes"])
     sag = next(p for p in doc["panels"] if p["name"] == "sagittal_t2")
     assert sag["kind"] == "image" and len(sag["points"]) == 4
     # Contributions came from the bundle and the features table found beside the predictions.
     assert all(r["top_features"] for r in doc["rows"])
+    # Same inputs → the same bytes, whether rendered directly or through the CLI batch.
+    assert (out / f"study_{rep.study_id}.png").read_bytes() == rep.png.read_bytes()
+    # A user mistake: one line on stderr, exit code 2, no traceback.
+    res = CliRunner().invoke(app, [*args, "--study", "5"])
+    assert res.exit_code == 2
+    assert "no predictions for study 5" in res.output and "Traceback" not in res.output
 
 
 def test_bad_inputs_raise_clear_errors(pred_dir: Path, phantom_root: Path, tmp_path: Path) -> None:
@@ -289,21 +292,3 @@ def test_bad_inputs_raise_clear_errors(pred_dir: Path, phantom_root: Path, tmp_p
         load_predictions(tmp_path)
     with pytest.raises(DatasetError, match="no predictions for study 5"):
         render_reports(phantom_root, pred_dir, tmp_path / "r", split="train", study_ids=[5])
-
-
-def test_cli_report(pred_dir: Path, phantom_root: Path, model_dir: Path, tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from radspine.cli import app
-    from radspine.report import load_predictions
-
-    sid = int(load_predictions(pred_dir)["study_id"].iloc[-1])
-    out = tmp_path / "r"
-    args = ["report", "--data", str(phantom_root), "--predictions", str(pred_dir), "--split", "train",
-            "--out", str(out), "--model", str(model_dir)]
-    res = CliRunner().invoke(app, [*args, "--study", str(sid)])
-    assert res.exit_code == 0, res.output
-    assert (out / f"study_{sid}.png").is_file() and (out / "index.html").is_file()
-    res = CliRunner().invoke(app, [*args, "--study", "5"])
-    assert res.exit_code == 2
-    assert "no predictions for study 5" in res.output and "Traceback" not in res.output
