@@ -438,12 +438,13 @@ def _draw_image_panel(ax, name: str, title: str, rows: pd.DataFrame, cache: _Ser
     info = PanelInfo(name=name, kind="image", title=full, series_id=sid, instance_number=inst,
                      image_shape=(int(img.shape[0]), int(img.shape[1])))
     normal = vol.normal
+    stack_instances = set(vol.instance_numbers.tolist())
     placed = []
     for _, r in rows.iterrows():
         if r["series_id"] < 0 or not np.isfinite(r["x"]) or not np.isfinite(r["y"]):
             continue
         world = _world_of(r, cache)
-        if int(r["series_id"]) == sid and vol.instance_numbers.tolist().count(int(r["instance_number"])):
+        if int(r["series_id"]) == sid and int(r["instance_number"]) in stack_instances:
             # Same stack: in-plane pixel coordinates are shared by every slice, so the prediction is exact.
             x, y = float(r["x"]), float(r["y"])
         elif np.isfinite(world).all():
@@ -457,8 +458,8 @@ def _draw_image_panel(ax, name: str, title: str, rows: pd.DataFrame, cache: _Ser
     xs = [p.x for p in placed]
     for p in placed:
         r = rows.loc[rows["row_id"] == p.row_id].iloc[0]
-        tag = LEVEL_NAMES[p.level] if p.condition in ("spinal_canal_stenosis",) or "foraminal" in p.condition \
-            else ("L" if p.condition.startswith("left") else "R")
+        # Sagittal panels hold one point per level, axial panels one per side.
+        tag = ("L" if p.condition.startswith("left") else "R") if "subarticular" in p.condition else LEVEL_NAMES[p.level]
         label = f"{tag} {_probs_text(r)}"
         if np.isfinite(p.off_plane_mm) and abs(p.off_plane_mm) > 0.5 * max(vol.slice_spacing, 1e-6):
             label += f" (Δ{p.off_plane_mm:+.1f} mm)"
