@@ -292,3 +292,17 @@ def test_bad_inputs_raise_clear_errors(pred_dir: Path, phantom_root: Path, tmp_p
         load_predictions(tmp_path)
     with pytest.raises(DatasetError, match="no predictions for study 5"):
         render_reports(phantom_root, pred_dir, tmp_path / "r", split="train", study_ids=[5])
+
+
+def test_wrong_model_bundle(pred_dir: Path, phantom_root: Path, model_dir: Path, tmp_path: Path) -> None:
+    from radspine.errors import ModelError
+    from radspine.report import render_reports
+
+    with pytest.raises(ModelError, match="not a model bundle"):
+        render_reports(phantom_root, pred_dir, tmp_path / "r", model_dir=tmp_path, split="train", study_ids=[])
+    # A features table made with another feature config than the bundle's is refused, naming both.
+    d = tmp_path / "pred"
+    shutil.copytree(pred_dir, d)
+    (d / "predict_work" / "features" / "meta.json").write_text(json.dumps({"config_hash": "other"}))
+    with pytest.raises(ModelError, match="'other' differs from the model's 'fake-report'"):
+        render_reports(phantom_root, d, tmp_path / "r", model_dir=model_dir, split="train", study_ids=[])

@@ -676,6 +676,8 @@ def render_reports(
     try:
         contribs, note = contributions_for(predictions_dir, sub, model_dir, split, features, top_k)
     except ModelError as err:
+        if model_dir is not None:
+            raise  # the user named this bundle: a mismatch is their mistake to hear about
         contribs, note = {}, f"feature contributions not shown: {str(err).splitlines()[0]}"
         log.warning("%s", note)
     out = Path(report_dir)
