@@ -40,18 +40,20 @@ def _describe(err: BaseException) -> str:
 
 
 class _Guarded:
-    """Picklable wrapper: runs fn(item) and turns an exception into an Outcome with a reason."""
+    """Picklable wrapper: runs fn(item) and turns an exception into ``(None, reason)``.
 
-    def __init__(self, fn: Callable[[Any], Any], key_fn: Callable[[Any], Any]):
+    Only ``fn`` and the item travel to a worker; keys are computed in the parent, so ``key`` may be
+    any callable (a lambda included).
+    """
+
+    def __init__(self, fn: Callable[[Any], Any]):
         self.fn = fn
-        self.key_fn = key_fn
 
-    def __call__(self, item: Any) -> Outcome:
-        key = self.key_fn(item)
+    def __call__(self, item: Any) -> tuple[Any, str | None]:
         try:
-            return Outcome(key=key, value=self.fn(item))
+            return self.fn(item), None
         except Exception as err:  # noqa: BLE001 - a batch must survive any single bad study
-            return Outcome(key=key, error=_describe(err))
+            return None, _describe(err)
 
 
 def default_workers() -> int:
@@ -96,14 +98,16 @@ def map_items(
             "tcp://host:port" connects to a running Dask scheduler.
         desc: progress-bar label. quiet: no progress bar.
     """
-    guarded = _Guarded(fn, key)
+    guarded = _Guarded(fn)
+    keys = [key(it) for it in items]
     n = len(items)
     if n == 0:
         return []
     results: list[Outcome[R] | None] = [None] * n
     with _progress(n, desc, quiet) as progress:
         task = progress.add_task(desc, total=n)
-        for idx, outcome in _run(guarded, items, workers, scheduler):
+        for idx, (value, error) in _run(guarded, items, workers, scheduler):
+            outcome = Outcome(key=keys[idx], value=value, error=error)
             results[idx] = outcome
             if not outcome.ok:
                 log.warning("skipped %s: %s", outcome.key, outcome.error)
@@ -111,7 +115,7 @@ def map_items(
     return [r for r in results if r is not None]
 
 
-def _run(guarded: _Guarded, items: Sequence[Any], workers: int | None, scheduler: str | None) -> Iterable[tuple[int, Outcome]]:
+def _run(guarded: _Guarded, items: Sequence[Any], workers: int | None, scheduler: str | None) -> Iterable[tuple[int, tuple[Any, str | None]]]:
     if scheduler:
         yield from _run_dask(guarded, items, workers, scheduler)
         return
@@ -130,7 +134,7 @@ def _run(guarded: _Guarded, items: Sequence[Any], workers: int | None, scheduler
             yield futures[fut], fut.result()
 
 
-def _run_dask(guarded: _Guarded, items: Sequence[Any], workers: int | None, scheduler: str) -> Iterable[tuple[int, Outcome]]:
+def _run_dask(guarded: _Guarded, items: Sequence[Any], workers: int | None, scheduler: str) -> Iterable[tuple[int, tuple[Any, str | None]]]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None

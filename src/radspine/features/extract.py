@@ -42,6 +42,13 @@ def read_points_csv(path: Path) -> pd.DataFrame:
     return read_coordinates(path)
 
 
+def points_hash(pts: pd.DataFrame) -> str:
+    """Content hash of a points table (order-independent within the POINT_COLUMNS)."""
+    t = pts[list(POINT_COLUMNS)].sort_values(list(POINT_COLUMNS[:5]), kind="stable").reset_index(drop=True)
+    h = pd.util.hash_pandas_object(t, index=False).to_numpy()
+    return hashlib.sha256(h.tobytes()).hexdigest()[:12]
+
+
 # ---------------------------------------------------------------------------------------------- volumes
 @dataclass
 class StudyVolumes:
@@ -94,7 +101,16 @@ def nearest_stack(vols: list[Volume], point: np.ndarray) -> tuple[Volume | None,
 def _default_embeddings() -> EmbeddingConfig:
     # 16 PCA dims + the network's 3 grade probabilities: compact enough for boosted trees on a few
     # hundred studies; the probabilities carry most of the CNN's signal into the context columns.
-    return EmbeddingConfig(pca_dims=16, append_proba=True)
+    # A quarter-width resnet10t at 48 px: ~25x cheaper on CPU than the stock width at 64 px (0.9 s vs
+    # 23 s per fit on 80 patches, benchmarks/extract_bench.py), which makes the CNN stage affordable.
+    return EmbeddingConfig(
+        backbone="resnet10t",
+        backbone_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16},
+        image_size=48,
+        epochs=4,
+        pca_dims=16,
+        append_proba=True,
+    )
 
 
 class RadiomicsSettings(BaseModel):
@@ -167,11 +183,14 @@ class StudyFeatures:
 
 
 class StudyJob:
-    """Picklable per-study worker (runs in a process or on a Dask worker)."""
+    """Picklable per-study worker (runs in a process or on a Dask worker).
 
-    def __init__(self, cfg: FeaturesConfig, points: dict[int, pd.DataFrame], split: str):
+    Items are ``(study, points)`` pairs so that each task carries only its own study's points, not the
+    whole points table (which would be pickled once per task).
+    """
+
+    def __init__(self, cfg: FeaturesConfig, split: str):
         self.cfg = cfg
-        self.points = points
         self.split = split
         self._extractors: dict[tuple[str, str], object] | None = None
 
@@ -192,8 +211,9 @@ class StudyJob:
             self._extractors[key] = RadiomicsExtractor(params, ndim=2, series=SERIES_SHORT[series])
         return self._extractors[key]
 
-    def __call__(self, study: Study) -> StudyFeatures:
-        return extract_study(study, self.points.get(study.study_id), self.cfg, self.split, self._extractor)
+    def __call__(self, item: tuple[Study, pd.DataFrame | None]) -> StudyFeatures:
+        study, pts = item
+        return extract_study(study, pts, self.cfg, self.split, self._extractor)
 
 
 def _world_points(study_id: int, pts: pd.DataFrame | None, vols: StudyVolumes) -> dict[tuple[str, str], tuple[np.ndarray, str]]:
@@ -272,6 +292,12 @@ def _cache_paths(cache_dir: Path, study_id: int) -> tuple[Path, Path]:
     return cache_dir / f"{study_id}.parquet", cache_dir / f"{study_id}.npz"
 
 
+def is_cached(cache_dir: Path, study_id: int) -> bool:
+    """Whether a complete cache entry exists (cheap: no file is read)."""
+    pq, npz = _cache_paths(cache_dir, study_id)
+    return pq.is_file() and npz.is_file()
+
+
 def save_cached(cache_dir: Path, sf: StudyFeatures, study_id: int) -> None:
     """Store one study's result; the npz is written last so its presence marks a complete entry."""
     pq, npz = _cache_paths(cache_dir, study_id)
@@ -284,33 +310,46 @@ def save_cached(cache_dir: Path, sf: StudyFeatures, study_id: int) -> None:
             np.savez(fh, **arrays)
 
 
-def load_cached(cache_dir: Path, study_id: int) -> StudyFeatures | None:
-    """A cached study result, or None if absent/incomplete."""
+def load_cached(cache_dir: Path, study_id: int, *, patches: bool = True) -> StudyFeatures | None:
+    """A cached study result, or None if absent/unreadable. ``patches=False`` skips the CNN patch arrays
+    (they are re-read one family at a time by the CNN stage to bound memory)."""
     pq, npz = _cache_paths(cache_dir, study_id)
     if not (pq.is_file() and npz.is_file()):
         return None
     try:
         rows = pd.read_parquet(pq)
         with np.load(npz) as z:
-            patches = {k[6:]: z[k] for k in z.files if k.startswith("patch_")}
+            arrs = {k[6:]: z[k] for k in z.files if k.startswith("patch_")} if patches else {}
             ids = {k[4:]: [str(s) for s in z[k]] for k in z.files if k.startswith("ids_")}
             problems = [str(s) for s in z["problems"]]
     except (OSError, ValueError, KeyError):
         return None
-    return StudyFeatures(rows=rows, patches=patches, patch_row_ids=ids, problems=problems)
+    return StudyFeatures(rows=rows, patches=arrs, patch_row_ids=ids, problems=problems)
+
+
+def load_cached_patches(cache_dir: Path, study_id: int, family: str) -> np.ndarray | None:
+    """One family's CNN patches (n, C, H, W) from a study's cache entry, or None when it has none."""
+    _, npz = _cache_paths(cache_dir, study_id)
+    with np.load(npz) as z:
+        key = f"patch_{family}"
+        if key not in z.files:
+            return None
+        arr = z[key]
+    return arr if arr.ndim == 4 and len(arr) else None
 
 
 class CachedJob:
-    """Runs a StudyJob unless the study's cached result exists; stores new results in the cache."""
+    """Runs a StudyJob and stores its result in the cache; returns the study id (not the arrays, which
+    would otherwise travel back to the parent)."""
 
     def __init__(self, job: StudyJob, cache_dir: Path):
         self.job = job
         self.cache_dir = cache_dir
 
-    def __call__(self, study: Study) -> str:
-        if load_cached(self.cache_dir, study.study_id) is None:
-            save_cached(self.cache_dir, self.job(study), study.study_id)
-        return "ok"
+    def __call__(self, item: tuple[Study, pd.DataFrame | None]) -> int:
+        study = item[0]
+        save_cached(self.cache_dir, self.job(item), study.study_id)
+        return int(study.study_id)
 
 
 # -------------------------------------------------------------------------------------------- the stage
@@ -338,11 +377,12 @@ def _points_for(ds, split: str, points: str | Path) -> tuple[pd.DataFrame, str]:
 def _cnn_stage(
     base: pd.DataFrame,
     results: dict[int, StudyFeatures],
+    cache_dir: Path,
     cfg: FeaturesConfig,
     split: str,
     labels: pd.DataFrame | None,
     out: Path,
-    embedders_dir: Path | None,
+    embedders_dir: Path,
 ) -> pd.DataFrame:
     """Add ``cnn_*`` columns: out-of-fold for training rows, a saved all-data network for test rows."""
     from radspine.features.embeddings import CnnEmbedder, embedding_columns, oof_embeddings
@@ -356,11 +396,18 @@ def _cnn_stage(
         }
     frames = []
     for fam in CNN_FAMILIES:
-        xs = [sf.patches[fam] for sf in results.values() if sf.patches.get(fam) is not None and sf.patches[fam].ndim == 4]
-        ids = [rid for sf in results.values() if sf.patches.get(fam) is not None and sf.patches[fam].ndim == 4 for rid in sf.patch_row_ids[fam]]
+        # One family at a time, read back from the cache: all studies' patches of every family at once
+        # would dominate peak memory on a large dataset.
+        xs, ids = [], []
+        for sid, sf in results.items():
+            arr = load_cached_patches(cache_dir, sid, fam)
+            if arr is not None:
+                xs.append(arr)
+                ids.extend(sf.patch_row_ids[fam])
         if not xs:
             continue
         x = np.concatenate(xs)
+        del xs
         fam_dir = out / "embedders" / fam
         if split == "train":
             if grade is None:
@@ -374,7 +421,7 @@ def _cnn_stage(
             emb, full = oof_embeddings(x, y, groups, cfg.embeddings, n_folds=cfg.cnn_folds, seed=cfg.seed)
             full.save(fam_dir)
         else:
-            src = (embedders_dir or (out / "embedders")) / fam
+            src = embedders_dir / fam
             if not src.is_dir():
                 raise RadspineError(
                     f"no trained CNN for {fam} at {src}: extract the train split first or pass --embedders"
@@ -435,23 +482,39 @@ def extract_features(
         raise RadspineError(f"{target} exists; pass --overwrite to recompute")
     pts, points_source = _points_for(ds, split, points)
     by_study = {int(s): g.reset_index(drop=True) for s, g in pts.groupby("study_id")}
+    if not any(st.study_id in by_study for st in studies):
+        raise RadspineError(f"{points_source}: no points for any study of the {split} split")
+    emb_dir = Path(embedders_dir) if embedders_dir else out / "embedders"
+    if cfg.cnn_enabled and split == "test":
+        # Checked before the (long) per-study map, not after it.
+        missing = [f for f in CNN_FAMILIES if not (emb_dir / f / "embedder.json").is_file()]
+        if missing:
+            raise RadspineError(
+                f"no trained CNN embedders {missing} in {emb_dir}: extract the train split first or pass --embedders"
+            )
     chash = config_hash(cfg)
-    cache_dir = out / "cache" / chash / split
+    # The points are part of a cached entry's identity too: other points (labels vs a localizer CSV)
+    # must never reuse patches cut at the old ones.
+    pkey = points_hash(pts)
+    cache_dir = out / "cache" / chash / f"{split}-{pkey}"
     if overwrite and cache_dir.exists():
         import shutil
 
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    job = CachedJob(StudyJob(cfg, by_study, split), cache_dir)
-    outcomes = map_items(job, studies, key=lambda s: s.study_id, workers=workers, scheduler=scheduler,
+    todo = [(st, by_study.get(st.study_id)) for st in studies if not is_cached(cache_dir, st.study_id)]
+    log.info("%s: %d studies, %d cached, %d to extract", split, len(studies), len(studies) - len(todo), len(todo))
+    job = CachedJob(StudyJob(cfg, split), cache_dir)
+    outcomes = map_items(job, todo, key=lambda it: it[0].study_id, workers=workers, scheduler=scheduler,
                          desc=f"extract {split}", quiet=quiet)
+    errors = {int(oc.key): oc.error for oc in outcomes if not oc.ok}
     results: dict[int, StudyFeatures] = {}
     failures: dict[str, str] = {}
     frames = []
-    for st, oc in zip(studies, outcomes):
-        sf = load_cached(cache_dir, st.study_id) if oc.ok else None
+    for st in studies:
+        sf = None if st.study_id in errors else load_cached(cache_dir, st.study_id, patches=False)
         if sf is None:
-            failures[str(st.study_id)] = oc.error or "cache entry unreadable"
+            failures[str(st.study_id)] = errors.get(st.study_id) or "cache entry unreadable"
             frames.append(skeleton([st.study_id]).assign(has_point=0.0))
             continue
         results[st.study_id] = sf
@@ -461,8 +524,7 @@ def extract_features(
     base = pd.concat(frames, ignore_index=True, sort=False)
     labels = ds.labels_long() if split == "train" and ds.labels is not None else None
     if cfg.cnn_enabled:
-        base = _cnn_stage(base, results, cfg, split, labels, out,
-                          Path(embedders_dir) if embedders_dir else None)
+        base = _cnn_stage(base, results, cache_dir, cfg, split, labels, out, emb_dir)
     table = add_geometry(base)
     table = add_context(table, context_columns(table, cfg.context_cnn_dims))
     write_parquet_atomic(table, target)
@@ -471,13 +533,17 @@ def extract_features(
         "config_hash": chash,
         "split": split,
         "points": points_source,
+        "points_hash": pkey,
         "versions": _versions(),
         "radspine_version": __version__,
         "backbone": cfg.embeddings.backbone if cfg.cnn_enabled else "none",
         "n_studies": len(studies),
         "n_rows": int(len(table)),
         "n_features": int(sum(c.split("_", 1)[0] in {"rad", "cnn", "ctx", "geo", "has"} for c in table.columns)),
+        "n_extracted": len(todo),
+        "n_cached": len(studies) - len(todo),
         "n_failed_studies": len([s for s in failures if int(s) not in results]),
+        "failures": {s: r for s, r in failures.items() if int(s) not in results},
         "problems": failures,
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -1,0 +1,113 @@
+"""Train/test skew experiment: which training points give the best held-out score at localizer points.
+
+Trains the localizer on the phantom's train split, predicts the test split's points, then for each
+variant extracts training features (at labeled points, jittered points, out-of-fold localizer points,
+or with another radiomics/CNN setting), tunes graders with few trials and scores the held-out studies
+whose features were extracted at the *localizer-predicted* points. Prints one JSON document.
+
+    python benchmarks/skew_experiment.py --data PHANTOM --work WORKDIR [--variants labels,jitter2,oof]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+
+def _to_schema(points: pd.DataFrame, out_csv: Path) -> Path:
+    """Localizer output → train_label_coordinates.csv format (CSV names, localised rows only)."""
+    from radspine.constants import CONDITION_NAMES, LEVEL_NAMES
+    from radspine.fsutil import write_csv_atomic
+
+    ok = (points["series_id"] >= 0) & points["x"].notna() & points["y"].notna()
+    p = points.loc[ok, ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]].copy()
+    p["condition"] = p["condition"].map(lambda c: CONDITION_NAMES.get(c, c))
+    p["level"] = p["level"].map(lambda v: LEVEL_NAMES.get(v, v))
+    write_csv_atomic(p, out_csv)
+    return out_csv
+
+
+def main() -> None:
+    import torch
+
+    from radspine.features.extract import FeaturesConfig, extract_features
+    from radspine.localize import LocalizerConfig, localize_dataset, oof_points, train_localizer
+    from radspine.metrics import score
+    from radspine.models.bundle import Bundle
+    from radspine.models.tune import TuneOptions, load_labels, tune
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--variants", default="labels,jitter2,oof,nolog")
+    ap.add_argument("--trials", type=int, default=4)
+    ap.add_argument("--loc-epochs", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--nolog-sagittal", default="sagittal_2d_original.yaml", help="params without LoG")
+    ap.add_argument("--nolog-axial", default="axial_2d_original.yaml")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lcfg = LocalizerConfig(epochs=args.loc_epochs, device="cpu")
+    loc_dir = work / "localizer"
+    if not (loc_dir / "meta.json").exists():
+        train_localizer(args.data, loc_dir, lcfg, seed=0)
+    test_pts = work / "test_points.csv"
+    if not test_pts.exists():
+        _to_schema(localize_dataset(args.data, loc_dir, work / "test_points_raw.csv", split="test"), test_pts)
+    variants = args.variants.split(",")
+    oof_csv = work / "oof_points.csv"
+    if "oof" in variants and not oof_csv.exists():
+        _to_schema(oof_points(args.data, lcfg, n_folds=3, seed=0), oof_csv)
+    results: dict = {"localizer_s": round(time.perf_counter() - t0, 1)}
+    labels = load_labels(args.data)
+    solution = pd.read_csv(args.data / "test_solution.csv")
+    base = FeaturesConfig()
+    ap_nolog = [args.nolog_sagittal, args.nolog_axial]
+    nolog = base.radiomics.model_copy(update={"sagittal": ap_nolog[0], "axial": ap_nolog[1]})
+    for v in variants:
+        t1 = time.perf_counter()
+        cfg, points = base, "labels"
+        if v.startswith("jitter"):
+            sigma = float(v[len("jitter"):])
+            cfg = base.model_copy(update={"patches": base.patches.model_copy(update={"jitter_sigma_mm": sigma})})
+        elif v == "oof":
+            points = oof_csv
+        elif v == "nolog":
+            cfg = base.model_copy(update={"radiomics": nolog})
+        elif v == "nocnn":
+            cfg = base.model_copy(update={"cnn_enabled": False})
+        elif v != "labels":
+            raise SystemExit(f"unknown variant {v}")
+        wd = work / v
+        meta = extract_features(args.data, "train", wd, points=points, cfg=cfg, workers=args.workers, overwrite=True)
+        t_train = time.perf_counter() - t1
+        emeta = extract_features(args.data, "test", wd / "test", points=test_pts, cfg=cfg, workers=args.workers,
+                                 overwrite=True, embedders_dir=wd / "embedders")
+        t_test = time.perf_counter() - t1 - t_train
+        table = pd.read_parquet(wd / "features.parquet")
+        rep = tune(table, labels, wd / "model", meta,
+                   TuneOptions(trials=args.trials, folds=3, seed=0, n_jobs=1, ablations=False, plots=False))
+        bundle = Bundle.load(wd / "model")
+        pred = bundle.predict_proba(pd.read_parquet(wd / "test" / "features.parquet"))
+        res = score(solution, pred)
+        results[v] = {
+            "heldout_score": round(float(res.score), 4),
+            "heldout_terms": {k: round(float(x), 4) for k, x in res.terms().items()},
+            "n_features": meta["n_features"],
+            "extract_train_s": round(t_train, 1),
+            "extract_test_s": round(t_test, 1),
+            "total_s": round(time.perf_counter() - t1, 1),
+        }
+        print(json.dumps({v: results[v]}), flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
