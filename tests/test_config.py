@@ -1,0 +1,62 @@
+"""Typed config loading: the packaged default, unknown keys, bad values, hashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from radspine.config import default_config_path, load_config
+from radspine.errors import ConfigError, RadspineError
+from radspine.features.extract import FeaturesConfig, config_hash
+
+
+def test_default_yaml_matches_code_defaults() -> None:
+    cfg = load_config()
+    # The YAML documents the defaults; it must not silently diverge from FeaturesConfig's own.
+    assert cfg.features == FeaturesConfig()
+    assert config_hash(cfg.features) == config_hash(FeaturesConfig())
+    e = cfg.features.embeddings
+    assert e.backbone == "resnet10t" and e.image_size == 48 and e.backbone_kwargs["channels"] == [16, 32, 64, 128]
+    assert default_config_path().is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("features:\n  cnn_enable: true\n", r"features\.cnn_enable: Extra inputs are not permitted"),
+        ("features:\n  cnn_folds: 1\n", r"features\.cnn_folds: Input should be greater than or equal to 2"),
+        ("features:\n  patches:\n    percentiles: [99, 1]\n", r"features\.patches\.percentiles"),
+        ("features: [1, 2\n", "invalid YAML"),
+        ("- a\n- b\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_config_one_line(tmp_path: Path, text: str, message: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message) as ei:
+        load_config(p)
+    assert str(p) in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_hash_tracks_what_changes_features(tmp_path: Path) -> None:
+    base = FeaturesConfig()
+    h = config_hash(base)
+    assert config_hash(base.model_copy(update={"cnn_folds": 5})) == h  # fold count: not a feature identity
+    dev = base.model_copy(update={"embeddings": base.embeddings.model_copy(update={"device": "cpu"})})
+    assert config_hash(dev) == h
+    assert config_hash(base.model_copy(update={"seed": 1})) != h
+    p = tmp_path / "sag.yaml"
+    p.write_text("imageType:\n  Original: {}\nfeatureClass:\n  firstorder:\n")
+    a = base.model_copy(update={"radiomics": base.radiomics.model_copy(update={"sagittal": str(p)})})
+    ha = config_hash(a)
+    p.write_text("imageType:\n  Original: {}\nfeatureClass:\n  glcm:\n")
+    assert config_hash(a) != ha  # the params file's content, not just its name, is hashed
+    bad = base.model_copy(update={"radiomics": base.radiomics.model_copy(update={"axial": "missing.yaml"})})
+    with pytest.raises(RadspineError, match="radiomics params file not found: missing.yaml"):
+        config_hash(bad)
