@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,28 @@ def test_report_shows_ablations_calibration_and_beats_priors(tuned):
     assert (tuned["out"] / "plots" / "reliability_merged.png").stat().st_size > 1000
     assert (tuned["out"] / "optuna.db").is_file()
     assert "priors_only" in tuned["output"]
+
+
+def test_cli_rerun_with_same_study_name_resumes(tuned):
+    root = tuned["root"]
+    args = [
+        "tune",
+        "--features",
+        str(root / "work"),
+        "--data",
+        str(root / "data"),
+        "--out",
+        str(tuned["out"]),
+    ]
+    res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "2", "--seed", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tuned["out"] / "cv_report.json").read_text())
+    assert (
+        rep["tuning"]["lightgbm"]["n_trials_total"] == 3 and rep["tuning"]["xgboost"]["n_trials_total"] == 3
+    )
+    # Same study, other folds: refused with a one-line error instead of mixing incomparable trials.
+    res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "3", "--seed", "1", "-q"])
+    assert res.exit_code == 2 and "new --study-name" in res.output
 
 
 def test_bundle_round_trip(tuned):

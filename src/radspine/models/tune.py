@@ -492,6 +492,8 @@ def _tune(
             for g in GROUPS
             if (lab & (data.groups == g)).any()
         },
+        "ece_note": "top-label ECE on unweighted frequencies; models and calibrators minimise the 1/2/4-weighted "
+        "loss, so predicted moderate/severe sit above observed frequencies by design",
         "temperatures": {g: float(v) for g, v in calibrator.params.items()}
         if calibrator.method == "temperature"
         else None,
