@@ -93,18 +93,12 @@ def test_report_shows_ablations_calibration_and_beats_priors(tuned):
 
 def test_cli_rerun_with_same_study_name_resumes(tuned):
     root = tuned["root"]
-    args = [
-        "tune",
-        "--features",
-        str(root / "work"),
-        "--data",
-        str(root / "data"),
-        "--out",
-        str(tuned["out"]),
-    ]
+    out = root / "model_resumed"
+    shutil.copytree(tuned["out"], out)  # keep the fixture's bundle untouched for the other tests
+    args = ["tune", "--features", str(root / "work"), "--data", str(root / "data"), "--out", str(out)]
     res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "2", "--seed", "1", "-q"])
     assert res.exit_code == 0, res.output
-    rep = json.loads((tuned["out"] / "cv_report.json").read_text())
+    rep = json.loads((out / "cv_report.json").read_text())
     assert (
         rep["tuning"]["lightgbm"]["n_trials_total"] == 3 and rep["tuning"]["xgboost"]["n_trials_total"] == 3
     )
