@@ -40,7 +40,10 @@ def test_processes_match_serial_with_lambda_key() -> None:
     assert isinstance(procs[0], Outcome) and procs[0].key == 106 and procs[0].value == 36
 
 
-def test_unreachable_dask_scheduler_is_user_error() -> None:
+def test_unreachable_dask_scheduler_is_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import radspine.parallel
+
+    monkeypatch.setattr(radspine.parallel, "DASK_CONNECT_TIMEOUT", "1s")
     with pytest.raises(RadspineError, match="cannot reach Dask scheduler tcp://127.0.0.1:1"):
         map_items(square_or_fail, [1], scheduler="tcp://127.0.0.1:1")
 

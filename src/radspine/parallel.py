@@ -16,6 +16,9 @@ from radspine.errors import RadspineError
 
 log = logging.getLogger(__name__)
 
+# How long to keep retrying a Dask scheduler address before reporting it unreachable.
+DASK_CONNECT_TIMEOUT = "20s"
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -149,7 +152,7 @@ def _run_dask(guarded: _Guarded, items: Sequence[Any], workers: int | None, sche
         client = Client(cluster)
     else:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
         except OSError as err:
             raise RadspineError(f"cannot reach Dask scheduler {scheduler}: {err}") from None
     try:

@@ -504,6 +504,7 @@ def extract_features(
     cache_dir.mkdir(parents=True, exist_ok=True)
     todo = [(st, by_study.get(st.study_id)) for st in studies if not is_cached(cache_dir, st.study_id)]
     log.info("%s: %d studies, %d cached, %d to extract", split, len(studies), len(studies) - len(todo), len(todo))
+    t_map = time.perf_counter()
     job = CachedJob(StudyJob(cfg, split), cache_dir)
     outcomes = map_items(job, todo, key=lambda it: it[0].study_id, workers=workers, scheduler=scheduler,
                          desc=f"extract {split}", quiet=quiet)
@@ -522,9 +523,12 @@ def extract_features(
             failures.setdefault(str(st.study_id), "; ".join(sf.problems[:5]))
         frames.append(sf.rows)
     base = pd.concat(frames, ignore_index=True, sort=False)
+    t_map = time.perf_counter() - t_map
+    t_cnn = time.perf_counter()
     labels = ds.labels_long() if split == "train" and ds.labels is not None else None
     if cfg.cnn_enabled:
         base = _cnn_stage(base, results, cache_dir, cfg, split, labels, out, emb_dir)
+    t_cnn = time.perf_counter() - t_cnn
     table = add_geometry(base)
     table = add_context(table, context_columns(table, cfg.context_cnn_dims))
     write_parquet_atomic(table, target)
@@ -546,6 +550,8 @@ def extract_features(
         "failures": {s: r for s, r in failures.items() if int(s) not in results},
         "problems": failures,
         "seconds": round(time.perf_counter() - t0, 2),
+        "seconds_studies": round(t_map, 2),
+        "seconds_cnn": round(t_cnn, 2),
     }
     write_json_atomic(out / "meta.json", meta)
     return meta
