@@ -117,7 +117,10 @@ def test_oof_no_study_embedded_by_a_network_that_saw_it(monkeypatch) -> None:
     embedded: list[tuple[int, np.ndarray]] = []
     real_fit, real_transform = CnnEmbedder.fit, CnnEmbedder.transform
 
+    alive: list[CnnEmbedder] = []  # keep fold networks alive so their id() stays unique
+
     def spy_fit(self, xs, *a, **k):
+        alive.append(self)
         fitted[id(self)] = row_of(xs)
         return real_fit(self, xs, *a, **k)
 
@@ -130,15 +133,56 @@ def test_oof_no_study_embedded_by_a_network_that_saw_it(monkeypatch) -> None:
     oof, full = oof_embeddings(x, y, groups, tiny_cfg(pca_dims=4), n_folds=3, seed=0)
 
     assert oof.shape == (60, 4) and np.isfinite(oof).all()
-    fold_calls = [(k, rows) for k, rows in embedded if k != id(full)]
-    assert len(fold_calls) == 3
-    seen = np.concatenate([rows for _, rows in fold_calls])
-    assert np.array_equal(np.sort(seen), np.arange(60))  # every row embedded exactly once
-    for k, rows in fold_calls:
-        assert not set(groups[rows]) & set(groups[fitted[k]])  # that network never saw these studies
+    fold_ids = [k for k in fitted if k != id(full)]
+    assert len(fold_ids) == 3
+    held_out = []
+    for k in fold_ids:
+        for emb_id, rows in embedded:
+            if emb_id != k:
+                continue
+            if set(groups[rows]) & set(groups[fitted[k]]):
+                # the only other pass a fold network makes: its own training rows, for the alignment
+                assert np.array_equal(np.sort(rows), np.sort(fitted[k]))
+            else:
+                held_out.append(rows)
+    assert len(held_out) == 3
+    # every row embedded exactly once by a network that never saw its study
+    assert np.array_equal(np.sort(np.concatenate(held_out)), np.arange(60))
     assert np.array_equal(np.sort(fitted[id(full)]), np.arange(60))  # full model: all rows
     for g in np.unique(groups):
         assert np.unique(full.oof_folds_[groups == g]).size == 1
+
+
+def test_procrustes_alignment_recovers_a_rotation() -> None:
+    from radspine.features.embeddings import _procrustes_map
+
+    rng = np.random.default_rng(0)
+    dst = rng.normal(size=(80, 6))
+    rot, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    src = (dst - 0.3) @ rot.T + 2.0  # the same points in another network's axes
+    mapped = _procrustes_map(src[:50], dst[:50], src[50:])
+    assert np.allclose(mapped, dst[50:], atol=1e-5)
+
+
+def test_oof_alignment_and_probability_only_mode() -> None:
+    x, y, groups = tiny_data(n=60)
+    probs_only, full = oof_embeddings(x, y, groups, tiny_cfg(pca_dims=0, append_proba=True), seed=0)
+    assert probs_only.shape == (60, 3) and full.n_features_out_ == 3
+    assert np.allclose(probs_only.sum(1), 1.0, atol=1e-5)
+    cfg = tiny_cfg(pca_dims=4, append_proba=True)
+    aligned, _ = oof_embeddings(x, y, groups, cfg, seed=0)
+    raw, _ = oof_embeddings(x, y, groups, cfg.model_copy(update={"align_folds": False}), seed=0)
+    assert np.array_equal(aligned[:, :3], raw[:, :3])  # probabilities are never rotated
+    assert np.array_equal(aligned[:, :3], probs_only)  # same seeds, same fold networks
+    assert not np.allclose(aligned[:, 3:], raw[:, 3:])
+    # a rotation (plus shift) per fold: within-fold distances between rows are preserved
+    for k in range(3):
+        m = full.oof_folds_ == k
+        d_a = np.linalg.norm(aligned[m, 3:][:, None] - aligned[m, 3:][None], axis=-1)
+        d_r = np.linalg.norm(raw[m, 3:][:, None] - raw[m, 3:][None], axis=-1)
+        assert np.allclose(d_a, d_r, atol=1e-4)
+    with pytest.raises(ConfigError, match="no CNN features"):
+        CnnEmbedder(tiny_cfg(pca_dims=0, append_proba=False)).fit(x, y)
 
 
 def test_oof_rejects_too_few_studies() -> None:

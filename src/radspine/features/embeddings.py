@@ -68,9 +68,16 @@ class EmbeddingConfig(BaseModel):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    pca_dims: int | None = Field(16, ge=1, description="PCA-reduce the pooled features to this many dims")
+    pca_dims: int | None = Field(
+        16, ge=0, description="PCA-reduce the pooled features to this many dims; 0 = drop them (probs only)"
+    )
     append_proba: bool = Field(
         True, description="prepend the network's 3 grade probabilities (cnn_0..2) to the (PCA) features"
+    )
+    align_folds: bool = Field(
+        True,
+        description="rotate each OOF fold's pooled/PCA features onto the full network's (orthogonal Procrustes "
+        "fitted on that fold's training rows), so training and test rows share one feature space",
     )
     weights_path: Path | None = Field(None, description="local timm state dict; nothing is ever downloaded")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -180,6 +187,8 @@ class CnnEmbedder:
             self.pca_mean_ = self.pca_components_ = None
             if cfg.pca_dims:
                 self._fit_pca(self._embed_raw(x)[0], seed)
+            elif cfg.pca_dims == 0 and not cfg.append_proba:
+                raise ConfigError("embeddings: pca_dims=0 with append_proba=false leaves no CNN features")
         log.info(
             "CNN %s fitted on %d/%d labeled patches %s in %.1fs (device %s)",
             cfg.backbone, train.size, n, tuple(x.shape[1:]), time.perf_counter() - t0, self.device_,
@@ -336,7 +345,9 @@ class CnnEmbedder:
         """Embeddings (N, n_features_out_) float32: ``[P(grade 0..2) if append_proba] + pooled features``
         (PCA-reduced if ``pca_dims``)."""
         feats, probs = self._run(x)
-        if self.pca_components_ is not None:
+        if self.cfg.pca_dims == 0:
+            feats = feats[:, :0]
+        elif self.pca_components_ is not None:
             feats = (feats.astype(np.float64) - self.pca_mean_) @ self.pca_components_.T
         out = [feats.astype(np.float32)]
         if self.cfg.append_proba:
@@ -353,7 +364,10 @@ class CnnEmbedder:
     def n_features_out_(self) -> int:
         """Width D of :meth:`transform`'s output."""
         self._check_fitted()
-        d = self.pca_components_.shape[0] if self.pca_components_ is not None else self.feature_dim_
+        if self.cfg.pca_dims == 0:
+            d = 0
+        else:
+            d = self.pca_components_.shape[0] if self.pca_components_ is not None else self.feature_dim_
         return int(d + (3 if self.cfg.append_proba else 0))
 
     # ------------------------------------------------------------------ persistence
@@ -436,6 +450,21 @@ class CnnEmbedder:
         return self
 
 
+def _procrustes_map(src_train: np.ndarray, dst_train: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Map ``src`` rows from one network's feature space into another's.
+
+    Two independently trained networks (and their PCAs) give unrelated axes, so a model fitted on
+    fold-network features would meet a different space on test rows. The rotation is fitted by
+    scipy's orthogonal Procrustes on rows both networks trained on (the fold's training rows), so the
+    held-out rows' values still come only from the network that never saw them.
+    """
+    from scipy.linalg import orthogonal_procrustes
+
+    mu_s, mu_d = src_train.mean(0), dst_train.mean(0)
+    rot, _ = orthogonal_procrustes(src_train - mu_s, dst_train - mu_d)
+    return ((src - mu_s) @ rot + mu_d).astype(np.float32)
+
+
 def oof_embeddings(
     x: np.ndarray,
     y: np.ndarray,
@@ -449,7 +478,9 @@ def oof_embeddings(
 
     Folds are grouped by study (``groups``) and stratified by grade (unlabeled rows as their own
     stratum), so the network that embeds a study never trained on it; each fold's PCA is fitted on that
-    fold's training rows only. Fold k's network uses seed ``seed + 1 + k``; the full one uses ``seed``.
+    fold's training rows only. With ``cfg.align_folds`` the fold's pooled/PCA columns are rotated onto
+    the full network's space (see :func:`_procrustes_map`); probability columns need no alignment.
+    Fold k's network uses seed ``seed + 1 + k``; the full one uses ``seed``.
 
     Returns:
         ``(oof, full)``: oof (N, D) float32; ``full.oof_folds_`` holds each row's fold index.
@@ -475,16 +506,21 @@ def oof_embeddings(
         # Rare grades (few Severe rows) trigger "least populated class" warnings; grouping wins.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         splits = list(splitter.split(np.zeros(n), strata, groups))
+    full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed)
+    n_prob = 3 if cfg.append_proba else 0
+    align = cfg.align_folds and full.n_features_out_ > n_prob
+    z_full = full.transform(x)[:, n_prob:] if align else None
     for k, (tr, va) in enumerate(splits):
         emb = CnnEmbedder(cfg).fit(x[tr], y[tr], None if sample_weight is None else sample_weight[tr],
                                    seed=seed + 1 + k)
         part = emb.transform(x[va])
+        if align:
+            part[:, n_prob:] = _procrustes_map(emb.transform(x[tr])[:, n_prob:], z_full[tr], part[:, n_prob:])
         if oof is None:
             oof = np.full((n, part.shape[1]), np.nan, dtype=np.float32)
         oof[va] = part
         folds[va] = k
         log.info("CNN OOF fold %d/%d: trained on %d rows, embedded %d", k + 1, n_folds, tr.size, va.size)
-    full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed)
     full.oof_folds_ = folds
     assert oof is not None
     return oof, full
