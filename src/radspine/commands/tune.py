@@ -18,7 +18,12 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="Competition-layout folder (train.csv labels)."),
         out: Path = typer.Option(..., "--out", help="MODELDIR to write the bundle into."),
         trials: int = typer.Option(20, "--trials", min=0, help="Optuna trials, split over LightGBM/XGBoost."),
-        timeout: float | None = typer.Option(None, "--timeout", min=1, help="Seconds for all trials."),
+        timeout: float | None = typer.Option(
+            None,
+            "--timeout",
+            min=1,
+            help="Seconds for the Optuna trials (mode choice, ablations and final fit come on top).",
+        ),
         storage: str | None = typer.Option(
             None, "--storage", help="Optuna storage URL (default sqlite:///MODELDIR/optuna.db)."
         ),
