@@ -208,7 +208,12 @@ def test_killed_cli_run_resumes_from_cache(serial_run, phantom_root: Path, light
 
 
 # --------------------------------------------------------------------------------------- damaged input
-def test_missing_axial_and_corrupt_series(phantom_root: Path, fast_cfg: FeaturesConfig, serial_run, tmp_path: Path) -> None:
+def test_missing_axial_and_corrupt_series(
+    phantom_root: Path, fast_cfg: FeaturesConfig, serial_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import radspine.features.extract as ex
+
     _, clean, _ = serial_run
     root = _link_dataset(phantom_root, tmp_path / "data", copy_train=True)
     ids = _train_ids(root)
@@ -222,9 +227,24 @@ def test_missing_axial_and_corrupt_series(phantom_root: Path, fast_cfg: Features
     for f in (root / "train_images" / str(corrupt) / str(t1)).glob("*.dcm"):
         f.write_bytes(b"not a dicom file")
 
+    # A third study crashes outright (an unexpected bug): logged, skipped, 25 fallback rows.
+    crash = ids[2]
+    real = ex.extract_study
+
+    def flaky(study, *a, **k):
+        if study.study_id == crash:
+            raise RuntimeError("simulated crash")
+        return real(study, *a, **k)
+
+    monkeypatch.setattr(ex, "extract_study", flaky)  # serial mode runs in this process
     meta = extract_features(root, "train", tmp_path / "out", cfg=fast_cfg, workers=1)
     table = pd.read_parquet(tmp_path / "out" / "features.parquet")
-    assert len(table) == 150 and meta["n_failed_studies"] == 0
+    assert len(table) == 150 and meta["n_failed_studies"] == 1
+    assert meta["failures"] == {str(crash): "RuntimeError: simulated crash"}
+    assert f"skipped {crash}: RuntimeError: simulated crash" in caplog.text
+    x = table[table["study_id"] == crash]
+    assert len(x) == 25 and (x[["has_point", "has_sagt1", "has_sagt2", "has_axt2"]] == 0).all().all()
+    assert x[[c for c in table.columns if c.startswith("rad_")]].isna().all().all()
     axcols = [c for c in table.columns if c.startswith("rad_axt2_")]
     t = table[table["study_id"] == no_ax]
     assert len(t) == 25 and (t["has_axt2"] == 0).all() and t[axcols].isna().all().all()
@@ -235,7 +255,7 @@ def test_missing_axial_and_corrupt_series(phantom_root: Path, fast_cfg: Features
     assert (c["has_sagt1"] == 0).all() and c[t1cols].isna().all().all()
     assert str(corrupt) in meta["problems"] and str(no_ax) not in meta["failures"]
     # Every other study is untouched by its neighbours' damage.
-    others = [s for s in ids if s not in (no_ax, corrupt)]
+    others = [s for s in ids if s not in (no_ax, corrupt, crash)]
     cols = [c for c in clean.columns if c.startswith("rad_")]
     a = table[table["study_id"].isin(others)].reset_index(drop=True)[cols]
     b = clean[clean["study_id"].isin(others)].reset_index(drop=True)[cols]

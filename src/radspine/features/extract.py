@@ -516,7 +516,9 @@ def extract_features(
         sf = None if st.study_id in errors else load_cached(cache_dir, st.study_id, patches=False)
         if sf is None:
             failures[str(st.study_id)] = errors.get(st.study_id) or "cache entry unreadable"
-            frames.append(skeleton([st.study_id]).assign(has_point=0.0))
+            # Safe fallback: the study keeps its 25 rows, flagged as having nothing.
+            frames.append(skeleton([st.study_id]).assign(
+                has_point=0.0, **{f"has_{SERIES_SHORT[t]}": 0.0 for t in SERIES_TYPES}))
             continue
         results[st.study_id] = sf
         if sf.problems:

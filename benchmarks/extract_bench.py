@@ -1,0 +1,173 @@
+"""Benchmark `radspine extract-features` on a phantom; prints one JSON document.
+
+Measures, for the command as a user runs it (a subprocess, ``--workers W``):
+  * studies per minute (target ≥ 20 on 2 cores), split into the per-study map and the CNN stage;
+  * peak memory of the whole process tree (sampled RSS sum of the command and its workers) at N and N/2
+    studies, extrapolated linearly to 200 studies (target ≤ 3 GB);
+  * a projection to 1,975 studies on 16 cores (assumptions printed with it);
+  * per-study cost of the radiomics params with and without LoG filters (in-process, one core).
+
+    python benchmarks/extract_bench.py [--studies 20] [--workers 2] [--size 96] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def _tree_rss(proc) -> int:
+    import psutil
+
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_command(data: Path, out: Path, workers: int, config: Path | None = None) -> dict:
+    """Run the CLI once; wall seconds, peak tree RSS and the meta.json it wrote."""
+    import psutil
+
+    cmd = [sys.executable, "-c", "from radspine.cli import main; main()", "extract-features", "--data", str(data),
+           "--split", "train", "--out", str(out), "--workers", str(workers), "--quiet", "--overwrite"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    import resource
+
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = psutil.Process(popen.pid)
+    peak = [0]
+
+    def sample() -> None:
+        while popen.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(proc))
+            time.sleep(0.1)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    stdout, stderr = popen.communicate()
+    th.join()
+    wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the command and every worker it waited for: independent of other users' load.
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    if popen.returncode != 0:
+        raise SystemExit(f"extract-features failed ({popen.returncode}): {stderr[-2000:]}")
+    meta = json.loads((out / "meta.json").read_text())
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak[0] / 2**20, "meta": meta}
+
+
+def radiomics_cost(data: Path, n: int = 3) -> dict:
+    """Seconds per study of the per-study job (volumes + patches + radiomics) with and without LoG."""
+    import yaml
+
+    from radspine.config import config_dir
+    from radspine.features.extract import FeaturesConfig, RadiomicsSettings, StudyJob, read_points_csv
+    from radspine.io.dataset import Dataset
+
+    studies = Dataset.open(data).studies("train")[: n + 1]
+    pts = read_points_csv(data / "train_label_coordinates.csv")
+    items = [(s, pts[pts["study_id"] == s.study_id]) for s in studies]
+    tmp = Path(tempfile.mkdtemp())
+    noLoG = {}
+    for kind in ("sagittal", "axial"):
+        params = yaml.safe_load((config_dir() / "radiomics" / f"{kind}_2d.yaml").read_text())
+        params["imageType"] = {"Original": {}}
+        (tmp / f"{kind}.yaml").write_text(yaml.safe_dump(params))
+        noLoG[kind] = str(tmp / f"{kind}.yaml")
+    out = {}
+    for name, rad in (
+        ("default", RadiomicsSettings()),
+        ("original_only", RadiomicsSettings(**noLoG)),
+        ("no_radiomics", RadiomicsSettings(enabled=False)),
+    ):
+        job = StudyJob(FeaturesConfig(radiomics=rad, cnn_enabled=False), "train")
+        job(items[0])  # warm-up: extractor construction, imports
+        t0 = time.perf_counter()
+        rows = [job(it).rows for it in items[1:]]
+        out[name] = {
+            "s_per_study": round((time.perf_counter() - t0) / len(items[1:]), 3),
+            "n_rad_columns": sum(c.startswith("rad_") for c in rows[0].columns),
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--studies", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--data", type=Path, default=None, help="existing phantom (else one is made)")
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--skip-radiomics", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.workers))
+    work = args.work or Path(tempfile.mkdtemp(prefix="extract_bench_"))
+    res: dict = {"cores": len(os.sched_getaffinity(0)), "load_avg_1m": round(os.getloadavg()[0], 2),
+                 "workers": args.workers}
+
+    from radspine.synth import QuirkConfig, make_dataset
+
+    datasets = {}
+    for n in (args.studies, args.studies // 2):
+        d = args.data if (args.data and n == args.studies) else work / f"phantom_{n}"
+        if not (d / "train.csv").exists():
+            make_dataset(d, n, 0, seed=7, size=args.size, quirks=QuirkConfig.none(), workers=args.workers)
+        datasets[n] = d
+    runs = {}
+    for n, d in datasets.items():
+        r = run_command(d, work / f"out_{n}", args.workers)
+        m = r["meta"]
+        runs[n] = {
+            "studies": m["n_studies"],
+            "wall_s": round(r["wall_s"], 1),
+            "studies_per_min": round(60 * m["n_studies"] / r["wall_s"], 1),
+            "cpu_s": round(r["cpu_s"], 1),
+            # What W dedicated cores would give if the run were CPU-bound and perfectly spread.
+            "studies_per_min_cpu_bound": round(60 * m["n_studies"] * args.workers / r["cpu_s"], 1),
+            "seconds_studies": m["seconds_studies"],
+            "seconds_cnn": m["seconds_cnn"],
+            "peak_rss_mb": round(r["peak_rss_mb"]),
+            "n_features": m["n_features"],
+            "n_failed": m["n_failed_studies"],
+        }
+        print(json.dumps({f"run_{n}": runs[n]}), file=sys.stderr, flush=True)
+    res["runs"] = runs
+    big, small = args.studies, args.studies // 2
+    slope = (runs[big]["peak_rss_mb"] - runs[small]["peak_rss_mb"]) / max(big - small, 1)
+    res["peak_rss_mb_200_extrapolated"] = round(runs[big]["peak_rss_mb"] + slope * (200 - big))
+    res["peak_rss_note"] = f"linear fit through the {small}- and {big}-study runs"
+    # Projection: the per-study map parallelises over cores; the CNN stage is one torch process whose
+    # cost grows ~linearly with patches. Assumed: torch speeds up 3x from 2 to 16 threads (conservative).
+    r = runs[big]
+    map_core_s = r["seconds_studies"] * args.workers / big
+    cnn_s = r["seconds_cnn"] / big
+    fixed = max(r["wall_s"] - r["seconds_studies"] - r["seconds_cnn"], 0.0)
+    proj = 1975 * map_core_s / 16 + 1975 * cnn_s / 3.0 + fixed
+    res["projection_1975_studies_16_cores_min"] = round(proj / 60, 1)
+    res["projection_note"] = ("per-study map × 1975 / 16 cores + CNN stage per study × 1975 / 3 "
+                              "(torch 2→16 threads ≈ 3×) + fixed start-up; measured on this machine's load")
+    if not args.skip_radiomics:
+        res["per_study_job_1core"] = radiomics_cost(datasets[big])
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
