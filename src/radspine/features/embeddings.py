@@ -161,6 +161,8 @@ class CnnEmbedder:
         )
 
         cfg = self.cfg
+        if cfg.pca_dims == 0 and not cfg.append_proba:
+            raise ConfigError("embeddings: pca_dims=0 with append_proba=false leaves no CNN features")
         x = _check_x(x)
         n = x.shape[0]
         y = _check_y(y, n)
@@ -187,8 +189,6 @@ class CnnEmbedder:
             self.pca_mean_ = self.pca_components_ = None
             if cfg.pca_dims:
                 self._fit_pca(self._embed_raw(x)[0], seed)
-            elif cfg.pca_dims == 0 and not cfg.append_proba:
-                raise ConfigError("embeddings: pca_dims=0 with append_proba=false leaves no CNN features")
         log.info(
             "CNN %s fitted on %d/%d labeled patches %s in %.1fs (device %s)",
             cfg.backbone, train.size, n, tuple(x.shape[1:]), time.perf_counter() - t0, self.device_,
