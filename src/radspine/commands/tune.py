@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         study_name: str = typer.Option("radspine", "--study-name", help="Same name resumes the study."),
         folds: int = typer.Option(3, "--folds", min=2, help="CV folds (grouped by study)."),
         seed: int = typer.Option(0, "--seed"),
-        n_jobs: int = typer.Option(1, "--n-jobs", min=1, max=2, help="Threads per model (≤ 2)."),
+        n_jobs: int = typer.Option(1, "--n-jobs", min=1, help="Threads per model (1 is fastest for small tables)."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Tune LightGBM + XGBoost graders with Optuna, blend, calibrate and write MODELDIR."""
@@ -53,6 +53,10 @@ def register(app: typer.Typer) -> None:
                 n_jobs=n_jobs,
             )
             rep = tune(table, labels, out, meta, opts)
+            from radspine.features.extract import package_features
+
+            # The bundle carries its feature config and CNN embedders so `predict` needs nothing else.
+            package_features(features, out)
             ab = rep["ablations"]
             typer.echo(
                 f"wrote {out}  (mode {rep['mode_selection']['winner']}, calibration {rep['calibration']['method']})"
