@@ -56,7 +56,11 @@ def register(app: typer.Typer) -> None:
             from radspine.features.extract import package_features
 
             # The bundle carries its feature config and CNN embedders so `predict` needs nothing else.
-            package_features(features, out)
+            if (features / "features_config.json").is_file():
+                package_features(features, out)
+            else:
+                typer.secho(f"warning: {features} has no features_config.json; `radspine predict` "
+                            "cannot use this bundle", err=True)
             ab = rep["ablations"]
             typer.echo(
                 f"wrote {out}  (mode {rep['mode_selection']['winner']}, calibration {rep['calibration']['method']})"
