@@ -31,3 +31,21 @@ def phantom_root(phantom_build: dict) -> Path:
     """Root folder of the shared phantom: train_images/, test_images/, the competition CSVs,
     test_solution.csv, synth_truth.csv and synth_landmarks.csv. Treat as read-only."""
     return Path(phantom_build["out"])
+
+
+# A small end-to-end demo run (synth → localizer → features → tune → predict → score), shared by the
+# end-to-end, report and notebook tests. Sizes are the smallest that still show learning on the phantom.
+DEMO_TRAIN = 24
+DEMO_TEST = 6
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Summary dict of a tiny :func:`radspine.demo.run_demo`; its folder is ``summary['out']``."""
+    from radspine.demo import DemoOptions, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    summary = run_demo(out, DemoOptions(train_studies=DEMO_TRAIN, test_studies=DEMO_TEST, size=96, trials=2,
+                                        seed=0, workers=1, ablations=False))
+    summary["out"] = str(out)
+    return summary

@@ -31,6 +31,7 @@ class DemoOptions:
     workers: int | None = None
     localizer_epochs: int | None = None
     cnn_epochs: int | None = None
+    ablations: bool = True
     quiet: bool = True
 
 
@@ -79,7 +80,7 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     table = pd.read_parquet(work / "train" / "features.parquet")
     meta = json.loads((work / "train" / "meta.json").read_text())
     labels = Dataset.open(data).labels_long()
-    cv = tune(table, labels, model, meta, TuneOptions(trials=opts.trials, seed=opts.seed, plots=True))
+    cv = tune(table, labels, model, meta, TuneOptions(trials=opts.trials, seed=opts.seed, ablations=opts.ablations, plots=True))
     package_features(work / "train", model)
     done("tune")
 
