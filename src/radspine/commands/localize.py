@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     def localize_cmd(
         data: Path = typer.Option(..., "--data", help="Dataset root (competition layout)."),
         model: Path = typer.Option(..., "--model", help="Folder written by train-localizer."),
-        out: Path = typer.Option(..., "--out", help="Points CSV to write (train_label_coordinates columns + world_*, flag)."),
+        out: Path = typer.Option(..., "--out", help="Points CSV to write (train_label_coordinates.csv schema); <stem>_detail.csv adds world_*, flag."),
         split: str = typer.Option("test", "--split", help="Which split's studies to localise (train/test)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
     ) -> None:
@@ -50,8 +50,9 @@ def register(app: typer.Typer) -> None:
 
         setup_logging(quiet=quiet)
         with user_errors():
-            from radspine.localize import localize_dataset
+            from radspine.localize import detail_path, localize_dataset
 
             df = localize_dataset(data, model, out, split=split)
             flagged = int((df["flag"] != "").sum()) if len(df) else 0
-            typer.echo(f"{df['study_id'].nunique() if len(df) else 0} studies, {len(df)} points → {out} ({flagged} flagged)")
+            n_studies = df["study_id"].nunique() if len(df) else 0
+            typer.echo(f"{n_studies} studies, {len(df)} points → {out} ({flagged} flagged; details in {detail_path(out)})")

@@ -11,11 +11,23 @@ Public API: :func:`train_localizer`, :class:`Localizer` (``load``, ``predict_stu
 """
 
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.infer import POINT_COLUMNS, Localizer, fallback_rows, localize_dataset, read_points
+from radspine.localize.infer import (
+    POINT_COLUMNS,
+    SCHEMA_COLUMNS,
+    Localizer,
+    detail_path,
+    fallback_rows,
+    localize_dataset,
+    read_points,
+    write_points,
+)
 from radspine.localize.train import evaluate, oof_points, train_localizer
 
 __all__ = [
     "POINT_COLUMNS",
+    "SCHEMA_COLUMNS",
+    "detail_path",
+    "write_points",
     "Localizer",
     "LocalizerConfig",
     "evaluate",

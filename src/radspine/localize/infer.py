@@ -24,7 +24,7 @@ from radspine.errors import ModelError, RadspineError
 from radspine.geometry import pixel_to_world, project_point
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.net import HeatmapUNet, decode_peak, refine_argmax_1d, resolve_device
+from radspine.localize.net import HeatmapUNet, decode_peak, refine_argmax_1d, resolve_device, torch_threads
 from radspine.types import Study, Volume
 
 log = logging.getLogger(__name__)
@@ -228,6 +228,10 @@ class Localizer:
     # ----------------------------------------------------------------- public
     def predict_volumes(self, study_id: int, vols: StudyVolumes) -> pd.DataFrame:
         """The 25 points of a study from already-read stacks (see :meth:`predict_study`)."""
+        with torch_threads(self.cfg.num_threads):
+            return self._predict_volumes(study_id, vols)
+
+    def _predict_volumes(self, study_id: int, vols: StudyVolumes) -> pd.DataFrame:
         self._ax_frames: dict[int, PlaneFrame] = {}
         rows: dict[tuple[str, str], dict] = {}
 
@@ -316,14 +320,38 @@ def fallback_rows(study_id: int, reason: str) -> pd.DataFrame:
     return Localizer._frame(study_id, rows)
 
 
+SCHEMA_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
+
+
+def detail_path(out_csv: Path | str) -> Path:
+    """Sidecar of a points CSV holding every row with world_x/y/z and flag: ``<stem>_detail.csv``."""
+    out_csv = Path(out_csv)
+    return out_csv.with_name(out_csv.stem + "_detail.csv")
+
+
+def write_points(points: pd.DataFrame, out_csv: Path | str) -> tuple[Path, Path]:
+    """Write ``out_csv`` in the exact train_label_coordinates.csv schema and its ``_detail.csv`` sidecar.
+
+    The schema file holds only localised rows (a row without a series cannot be expressed in that
+    schema); the sidecar keeps all 25 rows per study with world coordinates and flags. Both atomic.
+    """
+    from radspine.fsutil import write_csv_atomic
+
+    ok = (points["series_id"] >= 0) & np.isfinite(points["x"]) & np.isfinite(points["y"])
+    if (~ok).any():
+        log.warning("%d unlocalised point(s) left out of %s (see %s)", int((~ok).sum()), out_csv, detail_path(out_csv))
+    write_csv_atomic(points, detail_path(out_csv))
+    write_csv_atomic(points.loc[ok, list(SCHEMA_COLUMNS)], Path(out_csv))
+    return Path(out_csv), detail_path(out_csv)
+
+
 def localize_dataset(
     data_dir: Path | str, model_dir: Path | str, out_csv: Path | str, split: str = "test"
 ) -> pd.DataFrame:
-    """Localise every study of ``split``; write the points CSV atomically and return it.
+    """Localise every study of ``split``; write the points CSV (+ ``_detail.csv``) atomically; return all rows.
 
     A study that fails is logged and gets 25 flagged fallback rows; the batch never stops.
     """
-    from radspine.fsutil import write_csv_atomic
     from radspine.io.dataset import Dataset
 
     loc = Localizer.load(model_dir)
@@ -337,13 +365,13 @@ def localize_dataset(
             reason = reason.splitlines()[0] if reason else type(err).__name__
             log.warning("study %s: localisation failed, fallback rows: %s", study.study_id, reason)
             frames.append(fallback_rows(study.study_id, f"failed: {reason}"))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(POINT_COLUMNS))
-    write_csv_atomic(out, Path(out_csv))
+    out = pd.concat(frames, ignore_index=True) if frames else fallback_rows(0, "").iloc[:0]
+    write_points(out, out_csv)
     return out
 
 
 def read_points(path: Path | str) -> pd.DataFrame:
-    """Read a points CSV written by :func:`localize_dataset` (ids as int, flag as str)."""
+    """Read a points CSV or its ``_detail.csv`` written by :func:`localize_dataset` (ids int, flag str)."""
     df = pd.read_csv(path, dtype={"study_id": "int64", "series_id": "int64", "instance_number": "int64"},
                      keep_default_na=True)  # fmt: skip
     if "flag" in df:

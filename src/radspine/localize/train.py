@@ -19,7 +19,7 @@ from radspine.geometry import instance_to_world
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
 from radspine.localize.infer import N_AX, N_SAG, Localizer, StudyVolumes, fallback_rows, load_study_volumes
-from radspine.localize.net import HeatmapUNet, gaussian_maps, resolve_device
+from radspine.localize.net import HeatmapUNet, gaussian_maps, resolve_device, torch_threads
 from radspine.types import Volume
 
 log = logging.getLogger(__name__)
@@ -180,8 +180,10 @@ def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfi
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
     size = samples.x.shape[-1]
     net.train()
-    for _ in range(epochs):
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
         perm = rng.permutation(n)
+        total, count = 0.0, 0
         for i in range(0, n, cfg.batch_size):
             idx = np.sort(perm[i : i + cfg.batch_size])
             if len(idx) < 2:  # BatchNorm needs more than one sample
@@ -198,6 +200,9 @@ def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfi
             loss.backward()
             opt.step()
             sched.step()
+            total, count = total + float(loss.detach()), count + 1
+        log.info("localizer %s-net epoch %d/%d: loss %.4f (%d samples, %.0f s)", "sag" if n_ch == N_SAG else "ax",
+                 epoch + 1, epochs, total / max(count, 1), n, time.perf_counter() - t0)
     return net.eval()
 
 
@@ -318,11 +323,6 @@ class _TrainData:
         return pd.concat(frames, ignore_index=True)
 
 
-def _set_threads(cfg: LocalizerConfig) -> None:
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-
-
 def train_localizer(data_dir: Path, out_dir: Path, cfg: LocalizerConfig | None = None, seed: int = 0) -> dict:
     """Train the localizer on train_label_coordinates.csv; write the bundle and ``localizer_report.json``.
 
@@ -331,10 +331,10 @@ def train_localizer(data_dir: Path, out_dir: Path, cfg: LocalizerConfig | None =
     Returns the report dict.
     """
     cfg = cfg or LocalizerConfig()
-    _set_threads(cfg)
-    t0 = time.perf_counter()
-    data = _TrainData.from_dataset(Path(data_dir), cfg, seed)
-    return _train_on(data, Path(out_dir), cfg, seed, time.perf_counter() - t0)
+    with torch_threads(cfg.num_threads):
+        t0 = time.perf_counter()
+        data = _TrainData.from_dataset(Path(data_dir), cfg, seed)
+        return _train_on(data, Path(out_dir), cfg, seed, time.perf_counter() - t0)
 
 
 def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, t_load: float = 0.0) -> dict:
@@ -378,11 +378,14 @@ def oof_points(data_dir: Path, cfg: LocalizerConfig | None = None, n_folds: int 
     points see test-time localisation error.
     """
     cfg = cfg or LocalizerConfig()
-    _set_threads(cfg)
-    data = _TrainData.from_dataset(Path(data_dir), cfg, seed)
+    with torch_threads(cfg.num_threads):
+        return _oof(_TrainData.from_dataset(Path(data_dir), cfg, seed), cfg, n_folds, seed, str(data_dir))
+
+
+def _oof(data: _TrainData, cfg: LocalizerConfig, n_folds: int, seed: int, source: str) -> pd.DataFrame:
     ids = np.random.default_rng(seed).permutation(data.ids)
     if n_folds < 2 or n_folds > len(ids):
-        raise DatasetError(f"{data_dir}: n_folds={n_folds} needs 2 ≤ n_folds ≤ {len(ids)} labelled train studies")
+        raise DatasetError(f"{source}: n_folds={n_folds} needs 2 ≤ n_folds ≤ {len(ids)} labelled train studies")
     frames = []
     for f, fold in enumerate(np.array_split(ids, n_folds)):
         held = sorted(int(i) for i in fold)

@@ -1,0 +1,36 @@
+"""A localizer trained once per session on its own (larger) phantom, shared read-only by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# Training needs more studies than the shared 6-study phantom; kept small so the whole localizer
+# suite stays within ~90 s on 2 cores (phantom ~20 s, training ~30 s on one thread).
+LOC_TRAIN, LOC_TEST, LOC_SIZE, LOC_SEED = 24, 2, 96, 11
+LOC_EPOCHS = 12
+
+
+@pytest.fixture(scope="session")
+def loc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from radspine.synth import QuirkConfig, make_dataset
+
+    root = tmp_path_factory.mktemp("loc_phantom") / "data"
+    make_dataset(root, LOC_TRAIN, LOC_TEST, seed=LOC_SEED, size=LOC_SIZE, quirks=QuirkConfig.none(), workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def loc_model(loc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from radspine.localize import LocalizerConfig, train_localizer
+
+    out = tmp_path_factory.mktemp("loc_model") / "model"
+    train_localizer(loc_root, out, LocalizerConfig(epochs=LOC_EPOCHS, device="cpu"), seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def loc_report(loc_model: Path) -> dict:
+    return json.loads((loc_model / "localizer_report.json").read_text())
