@@ -70,7 +70,7 @@ def test_importance_finds_the_planted_signal(importance) -> None:
 
 
 def test_correlation_clusters_group_near_duplicates() -> None:
-    from radspine.analysis import correlation_clusters
+    from radspine.analysis import cluster_summary, correlation_clusters
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=200), rng.normal(size=200)
@@ -82,6 +82,9 @@ def test_correlation_clusters_group_near_duplicates() -> None:
     assert by.loc["cnn_0", "cluster"] == by.loc["rad_sagt2_original_glcm_Contrast", "cluster"]
     assert by.loc["cnn_0", "size"] == 2 and by.loc["cnn_1", "size"] == 1
     assert by.loc["cnn_1", "cluster"] != by.loc["cnn_0", "cluster"]
+    summ = cluster_summary(cl)
+    assert summ[["size", "representative", "other members"]].values.tolist() == [
+        [2, "CNN embedding 0", "T2 sagittal · GLCM contrast"]]
 
 
 def test_embedding_projection(run) -> None:

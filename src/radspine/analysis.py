@@ -252,6 +252,19 @@ def correlation_clusters(table: pd.DataFrame, features: list[str], threshold: fl
     return out.sort_values(["size", "cluster", "feature"], ascending=[False, True, True]).reset_index(drop=True)
 
 
+def cluster_summary(clusters: pd.DataFrame, max_members: int = 4) -> pd.DataFrame:
+    """One row per multi-feature cluster of :func:`correlation_clusters`: size, a representative (the
+    first member by name) and a few other members in plain words; largest clusters first."""
+    multi = clusters[clusters["size"] > 1].sort_values(["size", "cluster", "plain"], ascending=[False, True, True])
+    rows = []
+    for cl, d in multi.groupby("cluster", sort=False):
+        names = d["plain"].tolist()
+        more = f" (+{len(names) - 1 - max_members} more)" if len(names) - 1 > max_members else ""
+        rows.append({"cluster": int(cl), "size": len(names), "representative": names[0],
+                     "other members": "; ".join(names[1 : 1 + max_members]) + more})
+    return pd.DataFrame(rows, columns=["cluster", "size", "representative", "other members"])
+
+
 def plot_correlation(table: pd.DataFrame, features: list[str]):
     """|Spearman ρ| heatmap with features ordered by the clustering dendrogram."""
     from scipy.cluster.hierarchy import leaves_list, linkage
