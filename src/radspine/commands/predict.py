@@ -39,5 +39,7 @@ def register(app: typer.Typer) -> None:
             if report_dir is not None:
                 from radspine.report import render_reports
 
-                n = render_reports(data, out.parent, report_dir, model_dir=model, split=split)
+                work_dir = work or out.parent / "predict_work"
+                n = render_reports(data, out.parent, report_dir, model_dir=model, split=split,
+                                   features=work_dir / "features" / "features.parquet")
                 typer.echo(f"{n} study reports → {report_dir / 'index.html'}")
