@@ -196,3 +196,17 @@ def test_training_is_deterministic():
     for (k, v1), v2 in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):
         assert torch.equal(v1, v2), k
     assert isinstance(nets[0], HeatmapUNet) and isinstance(a1, Samples) and len(a1.x) == 10
+
+
+def test_oof_points_cover_every_study_once():
+    from radspine.localize.train import _oof, _TrainData
+
+    cfg = LocalizerConfig(sag_size=32, ax_size=32, sag_depth=2, ax_depth=2, base_channels=4, epochs=1)
+    toys = {i: make_toy_study(i, i, size=48) for i in (11, 12, 13, 14)}
+    coords = pd.concat([t[1] for t in toys.values()])
+    data = _TrainData({i: (lambda i=i: toys[i][0]) for i in toys}, coords, cfg, seed=0, source="toy")
+    out = _oof(data, cfg, n_folds=2, seed=0, source="toy")
+    assert out.study_id.tolist() == [sid for sid in sorted(toys) for _ in range(25)]
+    assert list(out.columns) == list(POINT_COLUMNS) and (out.series_id >= 0).all()
+    with pytest.raises(Exception, match="n_folds=9"):
+        _oof(data, cfg, n_folds=9, seed=0, source="toy")

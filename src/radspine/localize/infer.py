@@ -260,6 +260,9 @@ class Localizer:
         canal_vol, canal_scan = (t2, scan_t2) if scan_t2 is not None else (t1, scan_t1)
         canal_flag = "" if scan_t2 is not None else f"{p_t2}: canal from {SAG_T1}"
         canal = self._canal(canal_vol, canal_scan)
+        z = np.array([canal[lv][2] for lv in LEVELS])
+        if not np.all(np.diff(z) < 0):  # levels must run head→feet; otherwise two levels share a disc
+            canal_flag = _flag(canal_flag, "canal levels out of head-to-feet order")
         for lv in LEVELS:
             put("spinal_canal_stenosis", lv, canal_vol, canal[lv], canal_flag)
 
