@@ -129,7 +129,8 @@ def main() -> None:
     for n in (args.studies, args.studies // 2):
         d = args.data if (args.data and n == args.studies) else work / f"phantom_{n}"
         if not (d / "train.csv").exists():
-            make_dataset(d, n, 0, seed=7, size=args.size, quirks=QuirkConfig.none(), workers=args.workers)
+            make_dataset(d, n, 0, seed=7, size=args.size, quirks=QuirkConfig.none(), workers=args.workers,
+                         overwrite=True)
         datasets[n] = d
     runs = {}
     for n, d in datasets.items():

@@ -460,7 +460,14 @@ def extract_features(
         embedders_dir: trained CNN embedders for the test split (default ``OUT/embedders``).
 
     Returns:
-        The meta dict written to ``meta.json``.
+        The meta dict written to ``meta.json``: config_hash, split, points (+ points_hash), versions,
+        n_studies / n_rows / n_features, n_extracted / n_cached (this run vs reused from the cache),
+        n_failed_studies + failures (study → reason; those studies get 25 flagged NaN rows), problems
+        (every study with a logged issue, e.g. an unreadable series), seconds (+ per stage).
+
+    Raises:
+        RadspineError: bad split / dataset / points file, an existing output without ``overwrite``,
+            or a test split without trained CNN embedders (checked before any study is processed).
     """
     from radspine.features.table import add_context, add_geometry, context_columns, skeleton
     from radspine.io.dataset import Dataset
