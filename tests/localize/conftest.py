@@ -9,8 +9,8 @@ import pytest
 
 # Training needs more studies than the shared 6-study phantom; kept small so the whole localizer
 # suite stays within ~90 s on 2 cores (phantom ~20 s, training ~30 s on one thread).
-LOC_TRAIN, LOC_TEST, LOC_SIZE, LOC_SEED = 24, 2, 96, 11
-LOC_EPOCHS = 12
+LOC_TRAIN, LOC_TEST, LOC_SIZE, LOC_SEED = 30, 2, 96, 11
+LOC_EPOCHS = 20
 
 
 @pytest.fixture(scope="session")

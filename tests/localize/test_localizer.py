@@ -28,10 +28,15 @@ from radspine.types import Volume
 
 from .toy import make_toy_study
 
-# Bounds measured on this fixture (see the report of the localizer task) with margin for seeds/BLAS.
-CANAL_MEDIAN_MM = 8.0
-FORAMEN_MEDIAN_MM = 10.0
+# Bounds from this fixture (24 training / 6 held-out studies, 20 epochs): over training seeds 0-1 the
+# held-out medians were canal 1.7-2.2 mm, foramina 1.1-4.2 mm, subarticular 1.0-4.1 mm, level accuracy
+# 0.77-1.0; with only 19 training studies (seeds 0-2) canal medians reached 6.5 mm. The bounds sit ~2x
+# above the worst 24-study value so BLAS/seed noise cannot flip them, yet a broken geometry (wrong side,
+# wrong slice frame, swapped axes) gives errors of 20+ mm and fails them.
+CANAL_MEDIAN_MM = 6.0
+FORAMEN_MEDIAN_MM = 8.0
 SUBARTICULAR_MEDIAN_MM = 10.0
+LEVEL_ACCURACY = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,7 @@ def test_heldout_report_accuracy(loc_report: dict):
     for cond in CONDITIONS:
         m = per[cond]
         assert m["n"] > 0 and 0 <= m["within_5mm"] <= m["within_10mm"] <= 1
-        assert m["level_accuracy"] >= 0.6, (cond, m)
+        assert m["level_accuracy"] >= LEVEL_ACCURACY, (cond, m)
 
 
 def test_sides_land_on_correct_side_in_world_x(loc: Localizer, dataset, loc_root: Path):
@@ -176,6 +181,23 @@ def test_cli_localize_and_missing_model(loc_model: Path, loc_root: Path, tmp_pat
                               "--out", str(tmp_path / "pts.csv"), "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(tmp_path / "pts.csv")) == 50
+
+
+def test_cli_train_localizer_writes_bundle_and_report(loc_root: Path, tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from radspine.cli import app
+
+    res = CliRunner().invoke(app, ["train-localizer", "--data", str(loc_root), "--out", str(tmp_path / "m"),
+                                   "--epochs", "1", "--seed", "3", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "m" / "localizer_report.json").read_text())
+    assert rep["epochs"] == 1 and rep["seed"] == 3 and set(rep["per_condition"]) >= set(CONDITIONS)
+    assert Localizer.load(tmp_path / "m").cfg.epochs == 1
+    res = CliRunner().invoke(app, ["train-localizer", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m2")])
+    assert res.exit_code == 2 and "does not exist" in res.output
 
 
 def test_corrupt_model_is_a_model_error(tmp_path: Path):

@@ -31,8 +31,11 @@ class LocalizerConfig(BaseModel):
     sigma_slice_mm: float = Field(3.0, gt=0)
     # Foramina are searched at least this far (mm) from the canal plane on each side.
     side_margin_mm: float = Field(6.0, ge=0)
+    # Gaussian prior (mm) tying each foramen to its level's canal point: head-feet and anterior-posterior.
+    foramen_prior_z_mm: float = Field(10.0, gt=0)
+    foramen_prior_y_mm: float = Field(25.0, gt=0)
     # Training.
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(20, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-3, gt=0)
     base_channels: int = Field(8, ge=4)
@@ -47,6 +50,8 @@ class LocalizerConfig(BaseModel):
     num_threads: int = Field(1, ge=0)
     # Plane distance (mm) beyond which an axial slice choice is flagged as far from its level.
     axial_max_distance_mm: float = Field(10.0, gt=0)
+    # Heatmap peaks below this (sigmoid) are flagged "low confidence"; the point is still written.
+    min_peak: float = Field(0.05, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sizes_fit_depth(self) -> LocalizerConfig:

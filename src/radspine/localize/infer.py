@@ -21,7 +21,7 @@ from radspine.constants import (
     SAG_T2,
 )
 from radspine.errors import ModelError, RadspineError
-from radspine.geometry import pixel_to_world, project_point
+from radspine.geometry import orientation_of, pixel_to_world, project_point
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
 from radspine.localize.net import HeatmapUNet, decode_peak, refine_argmax_1d, resolve_device, torch_threads
@@ -70,13 +70,20 @@ def load_study_volumes(study: Study) -> StudyVolumes:
             except RadspineError as err:
                 errors.append(str(err))
                 continue
+            # A mislabelled series (e.g. "Sagittal T2" that is really axial) is unusable for its role.
+            want = "axial" if desc == AX_T2 else "sagittal"
+            fitting = [v for v in stacks if orientation_of(v) == want]
+            if not fitting:
+                errors.append(f"series {info.series_id} is not {want} ({orientation_of(stacks[0])})")
+                continue
             if desc == AX_T2:
-                out.axial.extend(stacks)
+                out.axial.extend(fitting)
             else:
-                best = max(stacks, key=lambda v: v.pixels.shape[0])
+                best = max(fitting, key=lambda v: v.pixels.shape[0])
                 setattr(out, "sag_t2" if desc == SAG_T2 else "sag_t1", best)
                 break
-        if desc == AX_T2 and not out.axial or desc != AX_T2 and getattr(out, "sag_t2" if desc == SAG_T2 else "sag_t1") is None:
+        got = bool(out.axial) if desc == AX_T2 else getattr(out, "sag_t2" if desc == SAG_T2 else "sag_t1") is not None
+        if not got:
             out.problems[desc] = f"unreadable {desc}: {errors[0] if errors else 'no stack'}"
         elif errors:
             out.problems[desc] = f"some {desc} unreadable: {errors[0]}"
@@ -177,15 +184,24 @@ class Localizer:
         row, col, val = decode_peak(heat[sel[i], ch])
         return frame.to_world(d, row, col), val
 
-    def _canal(self, vol: Volume, scan) -> dict[str, np.ndarray]:
+    def _canal(self, vol: Volume, scan) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         frame, ds, heat = scan
-        return {lv: self._peak(frame, ds, heat, li)[0] for li, lv in enumerate(LEVELS)}
+        peaks = {lv: self._peak(frame, ds, heat, li) for li, lv in enumerate(LEVELS)}
+        return {lv: p[0] for lv, p in peaks.items()}, {lv: p[1] for lv, p in peaks.items()}
 
     def _foramina(self, scan, canal: dict[str, np.ndarray]) -> tuple[dict, dict, list[str]]:
         frame, ds, heat = scan
         left, right, notes = {}, {}, []
+        size, sp = self.cfg.sag_size, self.cfg.sag_spacing_mm
+        grid = np.arange(size, dtype=np.float64) * sp
         for li, lv in enumerate(LEVELS):
-            mid = float(frame.to_frame(canal[lv])[0])
+            mid, crow, ccol = frame.to_frame(canal[lv])
+            # A foramen lies beside its own disc: weight its heatmap by a Gaussian prior around the canal
+            # point of the same level, so the level of a foramen can never disagree with the canal's.
+            prior = np.exp(-((grid - crow * sp) ** 2) / (2 * self.cfg.foramen_prior_z_mm**2))[:, None] * np.exp(
+                -((grid - ccol * sp) ** 2) / (2 * self.cfg.foramen_prior_y_mm**2)
+            )[None, :]
+            weighted = heat[:, 5 + li : 6 + li] * prior[None, None]
             # Frame normal points to world +x = patient left, so larger offsets are the patient's left.
             for side, mask, store in (
                 ("left", ds > mid + self.cfg.side_margin_mm, left),
@@ -196,7 +212,10 @@ class Localizer:
                     mask = (ds > mid) if side == "left" else (ds < mid)
                     if not mask.any():
                         mask = np.ones_like(ds, dtype=bool)
-                store[lv] = self._peak(frame, ds, heat, 5 + li, mask)[0]
+                point, score = self._peak(frame, ds, weighted, 0, mask)
+                store[lv] = point
+                if score < self.cfg.min_peak:
+                    notes.append(f"{side} foramen {LEVEL_NAMES[lv]} low confidence (peak {score:.2f})")
         return left, right, notes
 
     def _axial(self, stacks: list[Volume], centre: np.ndarray) -> tuple[Volume, int, np.ndarray, np.ndarray, float]:
@@ -259,12 +278,13 @@ class Localizer:
 
         canal_vol, canal_scan = (t2, scan_t2) if scan_t2 is not None else (t1, scan_t1)
         canal_flag = "" if scan_t2 is not None else f"{p_t2}: canal from {SAG_T1}"
-        canal = self._canal(canal_vol, canal_scan)
+        canal, canal_score = self._canal(canal_vol, canal_scan)
         z = np.array([canal[lv][2] for lv in LEVELS])
         if not np.all(np.diff(z) < 0):  # levels must run head→feet; otherwise two levels share a disc
             canal_flag = _flag(canal_flag, "canal levels out of head-to-feet order")
         for lv in LEVELS:
-            put("spinal_canal_stenosis", lv, canal_vol, canal[lv], canal_flag)
+            low = f"low confidence (peak {canal_score[lv]:.2f})" if canal_score[lv] < self.cfg.min_peak else ""
+            put("spinal_canal_stenosis", lv, canal_vol, canal[lv], _flag(canal_flag, low))
 
         fora_vol, fora_scan = (t1, scan_t1) if scan_t1 is not None else (t2, scan_t2)
         fora_flag = "" if scan_t1 is not None else f"{p_t1}: foramina from {SAG_T2}"

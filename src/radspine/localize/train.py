@@ -15,7 +15,7 @@ import torch
 
 from radspine.constants import CONDITION_KEYS, CONDITIONS, LEVEL_KEYS, LEVELS
 from radspine.errors import DatasetError, RadspineError
-from radspine.geometry import instance_to_world
+from radspine.geometry import instance_to_world, orientation_of
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
 from radspine.localize.infer import N_AX, N_SAG, Localizer, StudyVolumes, fallback_rows, load_study_volumes
@@ -112,7 +112,7 @@ def _ax_samples(truth: dict, cfg: LocalizerConfig, rng: np.random.Generator, n_p
     s2 = 2 * cfg.sigma_slice_mm**2
     for lv in LEVELS:
         pts = [truth.get((cond, lv)) for cond in SUBS]
-        anchor = next((p for p in pts if p is not None and p.vol is not None), None)
+        anchor = next((p for p in pts if p is not None and orientation_of(p.vol) == "axial"), None)
         if anchor is None or not any(p is not None for p in pts):
             continue
         vol = anchor.vol
