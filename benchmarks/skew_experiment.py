@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--loc-epochs", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-cnn", action="store_true", help="radiomics/geometry features only (cheaper)")
     ap.add_argument("--nolog-sagittal", default="sagittal_2d_original.yaml", help="params without LoG")
     ap.add_argument("--nolog-axial", default="axial_2d_original.yaml")
     args = ap.parse_args()
@@ -68,7 +69,7 @@ def main() -> None:
     results: dict = {"localizer_s": round(time.perf_counter() - t0, 1)}
     labels = load_labels(args.data)
     solution = pd.read_csv(args.data / "test_solution.csv")
-    base = FeaturesConfig()
+    base = FeaturesConfig(cnn_enabled=not args.no_cnn)
     ap_nolog = [args.nolog_sagittal, args.nolog_axial]
     nolog = base.radiomics.model_copy(update={"sagittal": ap_nolog[0], "axial": ap_nolog[1]})
     for v in variants:

@@ -17,7 +17,7 @@ def test_default_yaml_matches_code_defaults() -> None:
     assert cfg.features == FeaturesConfig()
     assert config_hash(cfg.features) == config_hash(FeaturesConfig())
     e = cfg.features.embeddings
-    assert e.backbone == "resnet10t" and e.image_size == 48 and e.backbone_kwargs["channels"] == [16, 32, 64, 128]
+    assert e.backbone == "resnet10t" and e.image_size == 32 and e.backbone_kwargs["channels"] == [16, 32, 64, 128]
     assert default_config_path().is_file()
 
 

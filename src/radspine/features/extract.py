@@ -101,12 +101,13 @@ def nearest_stack(vols: list[Volume], point: np.ndarray) -> tuple[Volume | None,
 def _default_embeddings() -> EmbeddingConfig:
     # 16 PCA dims + the network's 3 grade probabilities: compact enough for boosted trees on a few
     # hundred studies; the probabilities carry most of the CNN's signal into the context columns.
-    # A quarter-width resnet10t at 48 px: ~25x cheaper on CPU than the stock width at 64 px (0.9 s vs
-    # 23 s per fit on 80 patches, benchmarks/extract_bench.py), which makes the CNN stage affordable.
+    # A quarter-width resnet10t on patches downsized to 32 px (1.5 mm/px over the 48 mm patch): the CNN
+    # stage dominated the command's cost; stock width at 64 px took ~23 s per fit on 80 patches on one
+    # core, this ~0.5 s (see benchmarks/extract_bench.py and the report of issue 4).
     return EmbeddingConfig(
         backbone="resnet10t",
         backbone_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16},
-        image_size=48,
+        image_size=32,
         epochs=4,
         pca_dims=16,
         append_proba=True,
