@@ -93,7 +93,7 @@ def main() -> None:
                                  overwrite=True, embedders_dir=wd / "embedders")
         t_test = time.perf_counter() - t1 - t_train
         table = pd.read_parquet(wd / "features.parquet")
-        rep = tune(table, labels, wd / "model", meta,
+        tune(table, labels, wd / "model", meta,
                    TuneOptions(trials=args.trials, folds=3, seed=0, n_jobs=1, ablations=False, plots=False))
         bundle = Bundle.load(wd / "model")
         pred = bundle.predict_proba(pd.read_parquet(wd / "test" / "features.parquet"))
@@ -102,6 +102,7 @@ def main() -> None:
             "heldout_score": round(float(res.score), 4),
             "heldout_terms": {k: round(float(x), 4) for k, x in res.terms().items()},
             "n_features": meta["n_features"],
+            "test_studies_failed": emeta["n_failed_studies"],
             "extract_train_s": round(t_train, 1),
             "extract_test_s": round(t_test, 1),
             "total_s": round(time.perf_counter() - t1, 1),
