@@ -67,3 +67,19 @@ def test_refine_argmax_1d_parabola():
     vals = -((pos - 7.0) ** 2)
     i, p = refine_argmax_1d(vals, pos)
     assert pos[i] in (6.0, 8.0) and abs(p - 7.0) < 1e-6
+
+
+def test_assign_ordered_peaks_separates_levels_sharing_a_disc():
+    """Channel 1 fires hardest on channel 0's disc; ordered assignment moves it to the next disc down."""
+    from radspine.localize.net import assign_ordered_peaks
+
+    discs = np.array([8.0, 18.0, 28.0])
+    maps = np.zeros((2, 40, 20), np.float32)
+    g = gaussian_maps(40, discs, np.full(3, 10.0), np.ones(3), 1.5)
+    g = g[:, :, :20]
+    maps[0] = 0.9 * g[0] + 0.1 * g[1]
+    maps[1] = 0.8 * g[0] + 0.3 * g[1] + 0.05 * g[2]
+    assert decode_peak(maps[1])[0] == pytest.approx(8.0, abs=0.1)  # naive argmax collides with level 0
+    rc = assign_ordered_peaks(maps, min_sep_px=3)
+    assert rc == [(8, 10), (18, 10)]
+    assert assign_ordered_peaks(np.zeros((2, 10, 10), np.float32)) is None

@@ -23,16 +23,23 @@ from radspine.localize import (
 )
 from radspine.localize.infer import load_study_volumes
 from radspine.localize.net import HeatmapUNet
-from radspine.localize.train import Samples, evaluate, fit_heatmap_net, normalised_coordinates, resolve_truth, study_samples
+from radspine.localize.train import (
+    Samples,
+    evaluate,
+    fit_heatmap_net,
+    normalised_coordinates,
+    resolve_truth,
+    study_samples,
+)
 from radspine.types import Volume
 
 from .toy import make_toy_study
 
-# Bounds from this fixture (24 training / 6 held-out studies, 20 epochs): over training seeds 0-1 the
-# held-out medians were canal 1.7-2.2 mm, foramina 1.1-4.2 mm, subarticular 1.0-4.1 mm, level accuracy
-# 0.77-1.0; with only 19 training studies (seeds 0-2) canal medians reached 6.5 mm. The bounds sit ~2x
-# above the worst 24-study value so BLAS/seed noise cannot flip them, yet a broken geometry (wrong side,
-# wrong slice frame, swapped axes) gives errors of 20+ mm and fails them.
+# Bounds from this fixture (24 training / 6 held-out studies, 20 epochs): over seeds 0-2 the held-out
+# medians were canal 1.7-3.8 mm, foramina 1.1-4.2 mm, subarticular 0.7-4.1 mm, level accuracy 0.73-1.0
+# (with only 19 training studies canal medians reached 6.5 mm). The bounds sit ~2x above the worst value
+# so BLAS/seed noise cannot flip them, yet a broken geometry (wrong side, wrong slice frame, swapped axes)
+# gives errors of 20+ mm and fails them.
 CANAL_MEDIAN_MM = 6.0
 FORAMEN_MEDIAN_MM = 8.0
 SUBARTICULAR_MEDIAN_MM = 10.0

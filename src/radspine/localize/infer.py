@@ -24,7 +24,14 @@ from radspine.errors import ModelError, RadspineError
 from radspine.geometry import orientation_of, pixel_to_world, project_point
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.net import HeatmapUNet, decode_peak, refine_argmax_1d, resolve_device, torch_threads
+from radspine.localize.net import (
+    HeatmapUNet,
+    assign_ordered_peaks,
+    decode_peak,
+    refine_argmax_1d,
+    resolve_device,
+    torch_threads,
+)
 from radspine.types import Study, Volume
 
 log = logging.getLogger(__name__)
@@ -185,9 +192,20 @@ class Localizer:
         return frame.to_world(d, row, col), val
 
     def _canal(self, vol: Volume, scan) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Canal point per level: one midline plane, then disc candidates assigned to levels in order."""
         frame, ds, heat = scan
-        peaks = {lv: self._peak(frame, ds, heat, li) for li, lv in enumerate(LEVELS)}
-        return {lv: p[0] for lv, p in peaks.items()}, {lv: p[1] for lv, p in peaks.items()}
+        prof = heat[:, :5].reshape(len(ds), 5, -1).max(axis=2).sum(axis=1)
+        i, d = refine_argmax_1d(prof, ds)
+        maps = heat[i, :5]
+        rows_cols = assign_ordered_peaks(maps, min_sep_px=max(1, int(round(12.0 / self.cfg.sag_spacing_mm))))
+        points, scores = {}, {}
+        for li, lv in enumerate(LEVELS):
+            if rows_cols is None:  # too few distinct discs: fall back to each channel's own maximum
+                row, col, val = decode_peak(maps[li])
+            else:
+                row, col, val = decode_peak(maps[li], at=rows_cols[li])
+            points[lv], scores[lv] = frame.to_world(d, row, col), val
+        return points, scores
 
     def _foramina(self, scan, canal: dict[str, np.ndarray]) -> tuple[dict, dict, list[str]]:
         frame, ds, heat = scan

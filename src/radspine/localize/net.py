@@ -74,15 +74,58 @@ def _log_parabola(a: float, b: float, c: float) -> float:
     return float(np.clip(0.5 * (la - lc) / denom, -0.5, 0.5)) if denom < 0 else 0.0
 
 
-def decode_peak(heat: np.ndarray) -> tuple[float, float, float]:
-    """(row, col, peak value) of a 2-D heatmap: argmax refined by a log-parabola fit along each axis."""
-    r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
+def decode_peak(heat: np.ndarray, at: tuple[int, int] | None = None) -> tuple[float, float, float]:
+    """(row, col, peak value) of a 2-D heatmap: argmax (or the given pixel ``at``) refined by a
+    log-parabola fit along each axis."""
+    r, c = np.unravel_index(int(np.argmax(heat)), heat.shape) if at is None else (int(at[0]), int(at[1]))
     row, col = float(r), float(c)
     if 0 < r < heat.shape[0] - 1:
         row += _log_parabola(heat[r - 1, c], heat[r, c], heat[r + 1, c])
     if 0 < c < heat.shape[1] - 1:
         col += _log_parabola(heat[r, c - 1], heat[r, c], heat[r, c + 1])
     return row, col, float(heat[r, c])
+
+
+def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: int = 9) -> list[tuple[int, int]] | None:
+    """Pixel (row, col) per channel of (L, H, W) level heatmaps, with rows strictly increasing by channel.
+
+    Candidates are local maxima of the channel-wise maximum map (non-maximum suppression over
+    ``min_sep_px``); the L channels are assigned to an ordered subsequence of candidates (sorted by row)
+    maximising the summed channel responses (dynamic programming). This stops two level channels from
+    landing on the same disc. Returns None when fewer than L candidates exist.
+    """
+    from scipy import ndimage
+
+    n_lv = maps.shape[0]
+    top = maps.max(axis=0)
+    peaks = (top == ndimage.maximum_filter(top, size=2 * min_sep_px + 1)) & (top > 1e-3)
+    rr, cc = np.nonzero(peaks)
+    if len(rr) < n_lv:
+        return None
+    keep = np.argsort(-top[rr, cc], kind="stable")[:max_candidates]
+    rr, cc = rr[keep], cc[keep]
+    order = np.argsort(rr, kind="stable")
+    rr, cc = rr[order], cc[order]
+    n = len(rr)
+    score = maps[:, rr, cc]  # (L, n)
+    best = np.full((n_lv, n), -np.inf)
+    back = np.zeros((n_lv, n), dtype=int)
+    best[0] = score[0]
+    for lv in range(1, n_lv):
+        for j in range(n):
+            prev = [i for i in range(j) if rr[i] < rr[j]]
+            if prev:
+                i = max(prev, key=lambda k: best[lv - 1, k])
+                best[lv, j], back[lv, j] = best[lv - 1, i] + score[lv, j], i
+    j = int(np.argmax(best[-1]))
+    if not np.isfinite(best[-1, j]):
+        return None
+    path = [j]
+    for lv in range(n_lv - 1, 0, -1):
+        j = int(back[lv, j])
+        path.append(j)
+    path.reverse()
+    return [(int(rr[k]), int(cc[k])) for k in path]
 
 
 def refine_argmax_1d(values: np.ndarray, positions: np.ndarray) -> tuple[int, float]:
