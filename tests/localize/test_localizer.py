@@ -35,15 +35,15 @@ from radspine.types import Volume
 
 from .toy import make_toy_study
 
-# Bounds from this fixture (24 training / 6 held-out studies, 20 epochs): over seeds 0-2 the held-out
-# medians were canal 1.7-3.8 mm, foramina 1.1-4.2 mm, subarticular 0.7-4.1 mm, level accuracy 0.73-1.0
-# (with only 19 training studies canal medians reached 6.5 mm). The bounds sit ~2x above the worst value
-# so BLAS/seed noise cannot flip them, yet a broken geometry (wrong side, wrong slice frame, swapped axes)
-# gives errors of 20+ mm and fails them.
-CANAL_MEDIAN_MM = 6.0
+# Bounds from this fixture (24 training / 6 held-out studies, 20 epochs), measured over training seeds
+# 0-2: held-out medians canal 1.6-1.8 mm, foramina 1.5-3.2 mm, subarticular 0.7-1.3 mm, level accuracy
+# 0.97-1.0 (before ordered level decoding, one seed had foramina at 34 mm and level accuracy 0.4). The
+# bounds sit ~3x above the worst value so BLAS/seed noise cannot flip them, yet a broken geometry (wrong
+# side, wrong slice frame, swapped axes) or a level shift (~35 mm) fails them.
+CANAL_MEDIAN_MM = 5.0
 FORAMEN_MEDIAN_MM = 8.0
-SUBARTICULAR_MEDIAN_MM = 10.0
-LEVEL_ACCURACY = 0.6
+SUBARTICULAR_MEDIAN_MM = 5.0
+LEVEL_ACCURACY = 0.8
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +124,9 @@ def test_thin_slice_study_still_localises(loc: Localizer, dataset, loc_report: d
     assert len(pts) == 25 and (pts.flag == "").all()
     assert pts.loc[pts.series_id == vols.sag_t2.series_id, "instance_number"].max() > 16
     rep = evaluate(pts, {sid: truth})
-    assert rep["spinal_canal_stenosis"]["median_mm"] < CANAL_MEDIAN_MM + 2
-    sagittal = [rep[c]["median_mm"] for c in CONDITIONS[:3]]
-    assert np.median(sagittal) < FORAMEN_MEDIAN_MM + 2, rep
+    assert rep["spinal_canal_stenosis"]["median_mm"] < CANAL_MEDIAN_MM
+    for cond in CONDITIONS[:3]:
+        assert rep[cond]["median_mm"] < FORAMEN_MEDIAN_MM, rep[cond]
 
 
 def test_points_csv_round_trips_through_coordinates_schema(loc_model: Path, loc_root: Path, tmp_path: Path):
