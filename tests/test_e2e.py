@@ -48,7 +48,7 @@ def test_localizer_error_is_bounded(demo_run: dict) -> None:
 
 
 def test_predicted_sides_follow_world_x(demo_run: dict) -> None:
-    pts = pd.read_csv(Path(demo_run["out"]) / "points.csv")
+    pts = pd.read_csv(Path(demo_run["out"]) / "points_detail.csv")
     pts = pts[pts["world_x"].notna()]
     by = pts.set_index(["study_id", "condition", "level"])["world_x"]
     checked = 0

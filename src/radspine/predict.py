@@ -58,13 +58,6 @@ def load_features_config(model_dir: Path):
     return bundle, cfg
 
 
-def _clean_points(points: pd.DataFrame) -> pd.DataFrame:
-    """Rows usable as patch centres, in the train_label_coordinates.csv format."""
-    ok = (points["series_id"] >= 0) & points["x"].notna() & points["y"].notna()
-    p = points.loc[ok, ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"]].copy()
-    return p
-
-
 def predict(
     data_dir: str | Path,
     model_dir: str | Path,
@@ -118,16 +111,10 @@ def predict(
         bad = [f for f in flags.fillna("").astype(str) if f]
         if bad:
             skipped[str(sid)] = f"localizer: {bad[0]}"
-    clean = work / "points_clean.csv"
-    cp = _clean_points(points)
-    cp["condition"] = cp["condition"].map(lambda c: CONDITION_NAMES.get(c, c))
-    cp["level"] = cp["level"].map(lambda v: LEVEL_NAMES.get(v, v))
-    write_csv_atomic(cp, clean)
-
     # 2. features with the bundle's own config and CNN embedders
     t_feat = time.perf_counter()
     meta = extract_features(
-        data_dir, split, work / "features", points=clean, cfg=cfg, workers=workers, scheduler=scheduler,
+        data_dir, split, work / "features", points=pts_path, cfg=cfg, workers=workers, scheduler=scheduler,
         overwrite=True, embedders_dir=features_dir(model_dir) / "embedders", quiet=quiet,
     )
     t_feat = time.perf_counter() - t_feat
