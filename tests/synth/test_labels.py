@@ -11,7 +11,7 @@ import pytest
 from radspine.constants import CONDITIONS, LABEL_COLUMNS, LEVELS, label_column, severity_to_grade
 from radspine.synth import QuirkConfig, sample_labels
 from radspine.synth.label_stats import LABEL_COUNTS, N_STUDIES
-from radspine.synth.labels import blank_rates, grade_probabilities
+from radspine.synth.labels import blank_rates, flip_probability, flip_scales, grade_probabilities
 
 SHARED_STATS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "rsna2024_label_stats.json"
 
@@ -32,13 +32,38 @@ def test_package_copy_matches_shared_reference():
         assert counts == (r["Normal/Mild"], r["Moderate"], r["Severe"], r["missing"]), col
 
 
+def _worst_z(labels, column: str) -> float:
+    """Largest |z| of a grade frequency against the real table over every column and grade."""
+    probs = grade_probabilities()
+    graded = labels[~labels.blank]
+    worst = 0.0
+    for i, c in enumerate(CONDITIONS):
+        for j, lv in enumerate(LEVELS):
+            g = graded[(graded.condition == c) & (graded.level == lv)][column].to_numpy()
+            n = len(g)
+            for k in range(3):
+                p = probs[i, j, k]
+                z = abs((g == k).mean() - p) / np.sqrt(max(p * (1 - p), 1e-4) / n)
+                worst = max(worst, z)
+    return worst
+
+
+def test_reader_grades_follow_real_frequencies_per_column(labels):
+    # train.csv holds the reader's grades, as the real table does: the latent frequencies are
+    # pre-compensated for the reader noise, so the reader's ones match the table.
+    assert _worst_z(labels, "reader_grade") < 4.5
+    clean = sample_labels(800, seed=11, quirks=QuirkConfig.none())
+    assert (clean.reader_grade == clean.grade).all()
+    assert _worst_z(clean, "grade") < 4.5
+
+
 def test_grades_follow_real_frequencies_per_column(labels):
     probs = grade_probabilities()
     graded = labels[~labels.blank]
     worst = 0.0
     for i, c in enumerate(CONDITIONS):
         for j, lv in enumerate(LEVELS):
-            g = graded[(graded.condition == c) & (graded.level == lv)].grade.to_numpy()
+            g = graded[(graded.condition == c) & (graded.level == lv)].reader_grade.to_numpy()
             n = len(g)
             for k in range(3):
                 p = probs[i, j, k]
@@ -49,6 +74,36 @@ def test_grades_follow_real_frequencies_per_column(labels):
     # The marginal of a column is exactly the real one, e.g. canal L4/L5: 1482/237/255.
     counts = np.array(LABEL_COUNTS[label_column("spinal_canal_stenosis", "l4_l5")][:3], float)
     assert np.allclose(probs[0, 3], counts / counts.sum())
+
+
+def test_reader_noise_rate_matches_configured():
+    peak = QuirkConfig().label_noise
+    lab = sample_labels(1500, seed=5)
+    sev, g, r = lab.severity.to_numpy(), lab.grade.to_numpy(), lab.reader_grade.to_numpy()
+    assert np.abs(r - g).max() == 1  # only ever to a neighbouring grade
+    probs = grade_probabilities()
+    col = {(c, lv): (i, j) for i, c in enumerate(CONDITIONS) for j, lv in enumerate(LEVELS)}
+    ij = np.array([col[k] for k in zip(lab.condition, lab.level)])
+    want = flip_probability(sev, peak, probs[ij[:, 0], ij[:, 1]])
+    flipped = r != g
+    # Measured flip rate = configured model, overall and in bands of distance from the nearest threshold
+    # (the probability falls with the distance).
+    dist = np.min(np.abs(sev[:, None] - np.array([1 / 3, 2 / 3])), axis=1)
+    rates = []
+    for lo, hi in ((0.0, 0.03), (0.03, 0.08), (0.08, 0.34)):
+        sel = (dist >= lo) & (dist < hi)
+        w = want[sel].mean()
+        assert abs(flipped[sel].mean() - w) < 4 * np.sqrt(w * (1 - w) / sel.sum()) + 1e-3, (lo, hi)
+        rates.append(flipped[sel].mean())
+    assert rates[0] > 1.3 * rates[1] > 2.6 * rates[2]
+    assert abs(flipped.mean() - want.mean()) < 4 * np.sqrt(want.mean() / len(want))
+    # About one abnormal cell in eight is read differently (moderate inter-reader agreement).
+    assert 0.08 < flipped[g > 0].mean() < 0.2
+    # Balanced flows: the common side of a threshold flips less, the rare side at the full rate.
+    sc = flip_scales(probs)
+    assert (sc.max(axis=-1) == 1.0).all() and sc[0, 0, 0, 0] < 0.1  # canal L1/L2: normal->moderate is rare
+    none = sample_labels(300, seed=5, quirks=QuirkConfig(label_noise=0.0))
+    assert (none.reader_grade == none.grade).all()
 
 
 def test_grade_is_severity_thresholded(labels):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -28,9 +29,50 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path):
     b = make_dataset(tmp_path / "b", 2, 1, seed=7, size=40)
     c = make_dataset(tmp_path / "c", 2, 1, seed=8, size=40)
     da, db = _digest(tmp_path / "a"), _digest(tmp_path / "b")
-    assert len(da) == a["files"] + 8 and da == db
+    assert len(da) == a["files"] + 10 and da == db
     assert a["train_study_ids"] == b["train_study_ids"] != c["train_study_ids"]
     assert set(_digest(tmp_path / "c").values()).isdisjoint(da.values())  # another seed shares no file
+
+
+def test_variations_deterministic_and_reader_noise_leaves_images_alone(tmp_path: Path):
+    on = QuirkConfig.all_on()
+    make_dataset(tmp_path / "a", 3, 0, seed=21, size=32, quirks=on)
+    make_dataset(tmp_path / "b", 3, 0, seed=21, size=32, quirks=on)
+    da = _digest(tmp_path / "a")
+    assert da == _digest(tmp_path / "b")
+    # Same seed without reader noise: byte-identical images, only the labels move.
+    quiet = dataclasses.replace(on, click_noise_mm=0.0, label_noise=0.0)
+    make_dataset(tmp_path / "c", 3, 0, seed=21, size=32, quirks=quiet)
+    dc = _digest(tmp_path / "c")
+    images = [k for k in da if k.endswith(".dcm")]
+    assert images and all(da[k] == dc[k] for k in images)
+    assert da["train_label_coordinates.csv"] != dc["train_label_coordinates.csv"]
+
+
+def test_click_noise_matches_configured_sd(tmp_path: Path):
+    """Reader clicks miss by 1-3 mm (per-study sd 0.5-1.5 x click_noise_mm), measured against exact clicks."""
+    exact = dataclasses.replace(QuirkConfig.none(), click_noise_mm=0.0)
+    noisy = dataclasses.replace(QuirkConfig.none(), click_noise_mm=2.0)
+    make_dataset(tmp_path / "exact", 6, 0, seed=4, size=32, quirks=exact)
+    make_dataset(tmp_path / "noisy", 6, 0, seed=4, size=32, quirks=noisy)
+    key = ["study_id", "condition", "level"]
+    a = pd.read_csv(tmp_path / "exact" / "train_label_coordinates.csv").set_index(key).sort_index()
+    b = pd.read_csv(tmp_path / "noisy" / "train_label_coordinates.csv").set_index(key).sort_index()
+    assert (a.series_id == b.series_id).all() and (a.instance_number == b.instance_number).all()
+    ds = Dataset.open(tmp_path / "exact")
+    spacing = {}
+    for st in ds.studies("train"):
+        for s in st.series:
+            spacing[s.series_id] = read_series(s.path)[0].pixel_spacing
+    col_mm = np.array([spacing[i][1] for i in a.series_id])
+    row_mm = np.array([spacing[i][0] for i in a.series_id])
+    dx, dy = (b.x - a.x).to_numpy() * col_mm, (b.y - a.y).to_numpy() * row_mm
+    rms = float(np.sqrt(np.mean(np.concatenate([dx, dy]) ** 2)))
+    # E[sd^2] = 4 * E[U(0.5, 1.5)^2] = 4.33 mm^2 -> RMS ~2.1 mm; 6 studies x 50 draws.
+    assert 1.5 < rms < 2.8
+    per_study = pd.Series(np.hypot(dx, dy) / np.sqrt(2), index=a.index).groupby(level=0).apply(
+        lambda v: float(np.sqrt(np.mean(v**2))))
+    assert per_study.between(0.7, 3.6).all() and per_study.max() - per_study.min() > 0.3
 
 
 def test_worker_processes_write_the_same_bytes(tmp_path: Path):

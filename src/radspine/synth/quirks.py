@@ -1,4 +1,4 @@
-"""Quirks of the real RSNA data that the phantom reproduces, each behind a rate (0 turns it off)."""
+"""Quirks and variations of real RSNA data that the phantom reproduces, each behind a rate (0 turns it off)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ from dataclasses import dataclass, fields
 
 from radspine.errors import ConfigError
 
+# Upper bound of each field that is not a probability.
+_MAX = {"blank_labels": 20.0, "click_noise_mm": 10.0}
+
 
 @dataclass(frozen=True)
 class QuirkConfig:
-    """Per-study rates (probabilities) of each quirk; defaults are low, near the real data's rates.
+    """Per-study / per-series rates of each quirk and variation; defaults are low, near the real data's rates.
+
+    :meth:`none` turns everything off and gives the clean phantom (uniform circular lordosis, no reader
+    noise, thick slices sampled at their centre plane, one orientation convention).
 
     Attributes:
         blank_labels: multiplier on the real per-column rate of blank train.csv cells (1.0 = real rates,
@@ -22,6 +28,29 @@ class QuirkConfig:
         reversed_instances: probability, per series, that InstanceNumber runs opposite to position.
         missing_tag: probability, per series, that one optional tag (SpacingBetweenSlices, SliceThickness,
             Manufacturer, MagneticFieldStrength, PatientPosition) is absent from every file.
+        label_noise: reader grade noise, the flip probability of a cell whose latent severity sits exactly
+            on a grade threshold; it falls as exp(-distance / 0.08) away from it (labels.READER_WIDTH).
+            Flips go to the neighbouring grade across the nearest threshold; train.csv and test_solution.csv
+            hold the reader's grade, synth_truth.csv the latent one.
+        click_noise_mm: mean in-plane sd (mm) of a reader's coordinate clicks; each study's reader draws
+            an sd of 0.5-1.5 x this (1-3 mm at the default).
+        partial_volume: probability, per series, that each slice averages the anatomy over its slab
+            (spine structures sampled at the midpoints of the slab's two halves; thin slices < 2.5 mm use
+            their centre plane).
+        thin_slices: probability, per sagittal series, of a thin-slice protocol (30-80 slices, 1-2 mm).
+        lordosis_variation: probability that a study's lordosis varies along the spine (segmental angles
+            growing towards a sharp lumbosacral angle, a kyphotic sacrum) instead of one circular arc.
+        scoliosis: probability of a mild lateral curve (5-15 mm) with coronal tilt and axial rotation.
+        spondylolisthesis: probability that one vertebra (mostly L4 or L5) sits 2-8 mm anterior.
+        transitional: probability of transitional-like anatomy (rudimentary L5/S1 disc or a formed S1/S2 disc).
+        disc_degeneration: strength (0-1) of disc height loss and T2 darkening with the level's severity.
+        flipped_orientation: probability, per series, of another in-plane convention (sagittal columns
+            running anterior / rows running superior; axial columns to patient right / rows anterior),
+            written truthfully in ImageOrientationPatient.
+        wide_intensity: probability, per study, of an unusual intensity scale (log-uniform 80-20000).
+        motion_ghosting: probability, per series, of periodic motion ghosts along the phase-encode direction.
+        wrap_around: probability, per series, of aliasing: anatomy beyond the field of view along the
+            phase-encode direction folds onto the opposite edge.
     """
 
     blank_labels: float = 1.0
@@ -32,15 +61,36 @@ class QuirkConfig:
     second_sag_t1: float = 0.01
     reversed_instances: float = 0.1
     missing_tag: float = 0.05
+    label_noise: float = 0.45
+    click_noise_mm: float = 2.0
+    partial_volume: float = 1.0
+    thin_slices: float = 0.08
+    lordosis_variation: float = 1.0
+    scoliosis: float = 0.1
+    spondylolisthesis: float = 0.06
+    transitional: float = 0.08
+    disc_degeneration: float = 1.0
+    flipped_orientation: float = 0.1
+    wide_intensity: float = 0.1
+    motion_ghosting: float = 0.05
+    wrap_around: float = 0.05
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            hi = 20.0 if f.name == "blank_labels" else 1.0
+            hi = _MAX.get(f.name, 1.0)
             if not (0.0 <= float(v) <= hi):
                 raise ConfigError(f"quirk rate {f.name}={v} must lie in [0, {hi:g}]")
 
     @classmethod
     def none(cls) -> QuirkConfig:
-        """All quirks off: every study clean and complete."""
+        """All quirks and variations off: every study clean and complete."""
         return cls(**{f.name: 0.0 for f in fields(cls)})
+
+    @classmethod
+    def all_on(cls) -> QuirkConfig:
+        """Every variation at rate 1 (anatomy, acquisition, reader noise) but no missing data: for tests."""
+        on = {f.name: 1.0 for f in fields(cls)}
+        on.update(blank_labels=0.0, missing_coords=0.0, no_axial=0.0, axial_split=0.0, two_axial=0.0,
+                  second_sag_t1=0.0, missing_tag=0.0, label_noise=0.45, click_noise_mm=2.0)
+        return cls(**on)

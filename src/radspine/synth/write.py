@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from radspine.constants import (
+    AX_T2,
     CONDITION_NAMES,
     CONDITIONS,
     LABEL_COLUMNS,
@@ -28,7 +29,7 @@ from radspine.constants import (
 from radspine.errors import ConfigError, DatasetError
 from radspine.fsutil import write_csv_atomic
 from radspine.geometry import project_point
-from radspine.synth.anatomy import LEVEL_DISC, Patient
+from radspine.synth.anatomy import LEVEL_DISC, Patient, Variation
 from radspine.synth.labels import sample_latents
 from radspine.synth.quirks import QuirkConfig
 from radspine.synth.render import VENDORS, SeriesPlan, plan_axial, plan_sagittal, render_series
@@ -151,22 +152,47 @@ def _series_ids(rng: np.random.Generator, n: int) -> list[int]:
     return ids
 
 
+def _variation_rngs(job: _StudyJob) -> list[np.random.Generator]:
+    """Independent streams for reader noise, anatomy, acquisition and clicks: the main study stream (and
+    so the clean phantom) is the same whatever the variation rates are."""
+    base = job.seed_seq
+    return [np.random.default_rng(np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, 7919, i)))
+            for i in range(4)]
+
+
+# Acquisition draws per series slot (T1, T2, 2nd T1, 3 split axial, repeated axial), one row each.
+_PV, _THIN, _FLIP, _FLIP_KIND, _GHOST, _WRAP, _PHASE, _THIN_GAP, _THIN_COVER = range(9)
+
+
 def _build_study(job: _StudyJob) -> dict:
     """Sample, render and write one study; returns its CSV rows and counts."""
     rng = np.random.default_rng(job.seed_seq)
+    reader_rng, anat_rng, acq_rng, click_rng = _variation_rngs(job)
     q = job.quirks
-    lat = sample_latents(rng, 1, q)[0]
-    pat = Patient.sample(rng, lat)
+    lat = sample_latents(rng, 1, q, reader_rng=reader_rng)[0]
+    pat = Patient.sample(rng, lat, Variation.sample(anat_rng, q))
+    acq = acq_rng.random((7, 9))
+    wide = acq_rng.random() < q.wide_intensity
+    wide_scale = float(np.exp(acq_rng.uniform(np.log(80.0), np.log(20000.0))))
+
+    def flip(slot: int) -> int:
+        return 0 if acq[slot, _FLIP] >= q.flipped_orientation else 1 + int(acq[slot, _FLIP_KIND] < 0.5)
+
+    def thin(slot: int) -> tuple[float, float] | None:
+        return (acq[slot, _THIN_GAP], acq[slot, _THIN_COVER]) if acq[slot, _THIN] < q.thin_slices else None
+
     vendor = str(rng.choice(VENDORS))
     field = float(rng.choice([1.5, 3.0]))
     ids = _series_ids(rng, 7)  # T1, T2, 2nd T1, up to 3 split axial, repeated axial
     stir = rng.random() < 0.15
     plans = [
-        plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[0], 1),
-        plan_sagittal(rng, pat, job.size, SAG_T2, "STIR" if stir else "T2", ids[1], 2),
+        plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[0], 1, thin=thin(0), flip=flip(0)),
+        plan_sagittal(rng, pat, job.size, SAG_T2, "STIR" if stir else "T2", ids[1], 2, thin=thin(1), flip=flip(1)),
     ]
+    slots = [0, 1]
     if rng.random() < q.second_sag_t1:
-        plans.append(plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[2], 4))
+        plans.append(plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[2], 4, thin=thin(2), flip=flip(2)))
+        slots.append(2)
     main_axial: list[SeriesPlan] = []
     if rng.random() >= q.no_axial:
         tilted = bool(rng.random() < 0.6)
@@ -175,17 +201,28 @@ def _build_study(job: _StudyJob) -> dict:
             cuts = np.sort(rng.choice(np.arange(1, len(LEVELS)), size=n_parts - 1, replace=False))
             groups = np.split(np.array(LEVELS), cuts)
             for gi, grp in enumerate(groups):
-                main_axial.append(plan_axial(rng, pat, job.size, ids[3 + gi], 5 + gi, tuple(grp), tilted))
+                main_axial.append(plan_axial(rng, pat, job.size, ids[3 + gi], 5 + gi, tuple(grp), tilted,
+                                             flip=flip(3 + gi)))
+                slots.append(3 + gi)
         else:
-            main_axial.append(plan_axial(rng, pat, job.size, ids[3], 5, LEVELS, tilted))
+            main_axial.append(plan_axial(rng, pat, job.size, ids[3], 5, LEVELS, tilted, flip=flip(3)))
+            slots.append(3)
         plans += main_axial
         if rng.random() < q.two_axial:
-            plans.append(plan_axial(rng, pat, job.size, ids[6], 9, LEVELS, not tilted))
-    for p in plans:
+            plans.append(plan_axial(rng, pat, job.size, ids[6], 9, LEVELS, not tilted, flip=flip(6)))
+            slots.append(6)
+    for p, slot in zip(plans, slots):
         if rng.random() < q.reversed_instances:
             p.instance_numbers = p.instance_numbers[::-1].copy()
         if rng.random() < q.missing_tag:
             p.missing_tag = str(rng.choice(OPTIONAL_TAGS))
+        a = acq[slot]
+        p.partial_volume = bool(a[_PV] < q.partial_volume)
+        p.ghosting = bool(a[_GHOST] < q.motion_ghosting)
+        p.wrap = bool(a[_WRAP] < q.wrap_around)
+        # Phase encoding usually runs anterior-posterior (the short body axis on sagittal, rows on axial).
+        ap_axis = 1 if p.description != AX_T2 else 0
+        p.phase_axis = ap_axis if a[_PHASE] < 0.7 else 1 - ap_axis
 
     # Render and write into a hidden folder, renamed into place when complete.
     root = Path(job.root) / f"{job.split}_images"
@@ -195,14 +232,15 @@ def _build_study(job: _StudyJob) -> dict:
         shutil.rmtree(tmp)
     nbytes = nfiles = 0
     for p in plans:
-        pix, slope, icpt = render_series(rng, pat, p, vendor)
+        pix, slope, icpt = render_series(rng, pat, p, vendor, vrng=acq_rng, scale=wide_scale if wide else None)
         nbytes += _write_series(tmp / str(p.series_id), p, pix, slope, icpt, job, vendor, field)
         nfiles += len(p.positions)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
 
-    coords = _label_points(rng, pat, plans, main_axial, job.study_id)
+    click_sd = float(q.click_noise_mm * click_rng.uniform(0.5, 1.5))
+    coords = _label_points(rng, pat, plans, main_axial, job.study_id, click_rng, click_sd)
     keep = [not lat.blank[CONDITIONS.index(c[3]), LEVELS.index(c[4])] for c in coords]
     coords = [c for c, k in zip(coords, keep) if k]
     if coords and rng.random() < q.missing_coords:
@@ -216,7 +254,12 @@ def _build_study(job: _StudyJob) -> dict:
         "landmarks": _landmarks(pat, job.study_id),
         "severity": lat.severity,
         "grade": lat.grade,
+        "label": lat.label,
         "blank": lat.blank,
+        "variation": pat.var,
+        "acquisition": [(job.study_id, p.series_id, p.description, len(p.positions), round(p.spacing_between, 4),
+                         int(p.extra.get("flip", 0)), p.partial_volume, p.ghosting, p.wrap, p.phase_axis,
+                         round(wide_scale, 1) if wide else 0.0) for p in plans],
         "bytes": nbytes,
         "files": nfiles,
     }
@@ -229,13 +272,18 @@ def _landmarks(pat: Patient, study_id: int) -> list[tuple]:
         disc = LEVEL_DISC[lv]
         c = pat.to_world(pat.s_disc[disc], 0.0, 0.0)
         n = pat.tangent(pat.s_disc[disc])
-        rows.append((study_id, lv, *np.round(c, 4), *np.round(n, 6), round(pat.canal_ap_at(disc), 4), round(pat.x0, 4)))
+        rows.append((study_id, lv, *np.round(c, 4), *np.round(n, 6), round(pat.canal_ap_at(disc), 4),
+                     round(pat.midline_x(disc), 4)))
     return rows
 
 
 def _label_points(rng: np.random.Generator, pat: Patient, plans: list[SeriesPlan], axial: list[SeriesPlan],
-                  study_id: int) -> list[tuple]:
-    """Reader clicks: (study_id, series_id, instance, condition, level, x, y) with ~0.4 mm click noise."""
+                  study_id: int, click_rng: np.random.Generator | None = None, click_sd: float = 0.0) -> list[tuple]:
+    """Reader clicks: (study_id, series_id, instance, condition, level, x, y).
+
+    The slice is the one nearest the structure (after ~0.4 mm 3D jitter); the in-plane click then misses
+    by a Gaussian of ``click_sd`` mm per axis (drawn from ``click_rng``, always, so images never change).
+    """
     sag_t1 = next(p for p in plans if p.description == SAG_T1).volumes()[0]
     sag_t2 = next(p for p in plans if p.description == SAG_T2).volumes()[0]
     ax_vols = [v for p in axial for v in p.volumes()]
@@ -255,7 +303,9 @@ def _label_points(rng: np.random.Generator, pat: Patient, plans: list[SeriesPlan
             best = min((project_point(v, pt) for v in vols), key=lambda pr: abs(pr.distance_mm))
             vol = next(v for v in vols if best.instance_number in set(v.instance_numbers.tolist())
                        and abs(project_point(v, pt).distance_mm) == abs(best.distance_mm))
-            rows.append((study_id, vol.series_id, best.instance_number, c, lv, round(best.x, 3), round(best.y, 3)))
+            miss = click_rng.standard_normal(2) * click_sd if click_rng is not None else np.zeros(2)
+            x, y = best.x + miss[0] / vol.pixel_spacing[1], best.y + miss[1] / vol.pixel_spacing[0]
+            rows.append((study_id, vol.series_id, best.instance_number, c, lv, round(x, 3), round(y, 3)))
     return rows
 
 
@@ -268,8 +318,11 @@ def make_dataset(out: Path, train_studies: int, test_studies: int = 0, seed: int
     ``test_solution.csv`` (row_id, normal_mild, moderate, severe one-hot, study_id) and ``synth_truth.csv``
     (study_id, condition, level, severity, grade; every study), plus ``synth_landmarks.csv`` (per study and
     level: disc centre x/y/z in world mm, disc-plane normal nx/ny/nz, true canal AP diameter canal_ap_mm,
-    midline_x) for geometry checks. Same arguments -> byte-identical files,
-    whatever ``workers`` is.
+    midline_x: world x of the canal centre at that level) for geometry checks, ``synth_variations.csv``
+    (per study: which anatomical variations it got) and ``synth_acquisition.csv`` (per series: slices, flip,
+    partial volume, ghosting, wrap-around, phase axis, unusual scale). train.csv and test_solution.csv hold
+    the reader's (noisy) grades; synth_truth.csv has the latent ``grade`` and the ``reader_grade``.
+    Same arguments -> byte-identical files, whatever ``workers`` is.
 
     Raises:
         ConfigError: counts/size out of range. DatasetError: ``out`` is a non-empty folder and not ``overwrite``.
@@ -331,12 +384,13 @@ def _write_csvs(out: Path, results: list[dict]) -> None:
     for r in results:
         for i, c in enumerate(CONDITIONS):
             for j, lv in enumerate(LEVELS):
-                truth_rows.append((r["study_id"], c, lv, round(float(r["severity"][i, j]), 6), int(r["grade"][i, j])))
+                truth_rows.append((r["study_id"], c, lv, round(float(r["severity"][i, j]), 6), int(r["grade"][i, j]),
+                                   int(r["label"][i, j])))
     for r in train:
         cells = {}
         for i, c in enumerate(CONDITIONS):
             for j, lv in enumerate(LEVELS):
-                cells[f"{c}_{lv}"] = "" if r["blank"][i, j] else SEVERITIES[int(r["grade"][i, j])]
+                cells[f"{c}_{lv}"] = "" if r["blank"][i, j] else SEVERITIES[int(r["label"][i, j])]
         label_rows.append({"study_id": r["study_id"], **cells})
     for r in test:
         sub_rows += [(rid, 1 / 3, 1 / 3, 1 / 3) for rid in study_row_ids(r["study_id"])]
@@ -344,7 +398,7 @@ def _write_csvs(out: Path, results: list[dict]) -> None:
             for j, lv in enumerate(LEVELS):
                 if not r["blank"][i, j]:
                     onehot = [0, 0, 0]
-                    onehot[int(r["grade"][i, j])] = 1
+                    onehot[int(r["label"][i, j])] = 1
                     sol_rows.append((row_id(r["study_id"], c, lv), *onehot, r["study_id"]))
     train_df = pd.DataFrame(label_rows, columns=["study_id", *LABEL_COLUMNS])
     write_csv_atomic(train_df, out / "train.csv")
@@ -363,8 +417,24 @@ def _write_csvs(out: Path, results: list[dict]) -> None:
                      columns=["study_id", "level", "x", "y", "z", "nx", "ny", "nz", "canal_ap_mm", "midline_x"]),
         out / "synth_landmarks.csv",
     )
-    write_csv_atomic(pd.DataFrame(truth_rows, columns=["study_id", "condition", "level", "severity", "grade"]),
-                     out / "synth_truth.csv")
+    var_rows = []
+    for r in results:
+        v = r["variation"]
+        var_rows.append((r["study_id"], v.lordosis is not None,
+                         round(float(np.rad2deg(v.lordosis[2:].sum())), 2) if v.lordosis is not None else np.nan,
+                         round(v.scol_amp, 3), round(float(np.rad2deg(v.scol_rot)), 3),
+                         LEVELS[v.slip_disc - 2] if v.slip_disc >= 2 else "", round(v.slip_mm, 3),
+                         v.transitional))
+    write_csv_atomic(pd.DataFrame(var_rows, columns=["study_id", "varied_lordosis", "lordosis_deg", "scoliosis_mm",
+                                                     "rotation_deg", "slip_level", "slip_mm", "transitional"]),
+                     out / "synth_variations.csv")
+    write_csv_atomic(pd.DataFrame([a for r in results for a in r["acquisition"]],
+                                  columns=["study_id", "series_id", "series_description", "slices", "spacing_mm",
+                                           "flip", "partial_volume", "ghosting", "wrap", "phase_axis",
+                                           "wide_scale"]),
+                     out / "synth_acquisition.csv")
+    write_csv_atomic(pd.DataFrame(truth_rows, columns=["study_id", "condition", "level", "severity", "grade",
+                                                       "reader_grade"]), out / "synth_truth.csv")
 
 
 __all__ = ["make_dataset"]
