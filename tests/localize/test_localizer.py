@@ -101,6 +101,14 @@ def test_study_without_axial_still_gets_25_flagged_rows(loc: Localizer, dataset)
     assert np.isfinite(pts.loc[sub, ["world_x", "world_y", "world_z"]].to_numpy()).all()
 
 
+def test_study_without_sagittal_series_gets_flagged_fallback_rows(loc: Localizer):
+    from radspine.localize.infer import StudyVolumes
+
+    pts = loc.predict_volumes(5, StudyVolumes(problems={SAG_T2: "no Sagittal T2/STIR series"}))
+    assert len(pts) == 25 and (pts.series_id == -1).all() and pts.x.isna().all()
+    assert pts.flag.str.startswith("not localised: no Sagittal T2/STIR series").all()
+
+
 def _thin(vol: Volume, factor: int, scale: float) -> Volume:
     """Linearly interpolated thin-slice version of a stack (factor× the slices), other intensity scale."""
     n = (len(vol.positions) - 1) * factor + 1
