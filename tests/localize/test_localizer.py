@@ -35,15 +35,16 @@ from radspine.types import Volume
 
 from .toy import make_toy_study
 
-# Bounds from this fixture (24 training / 6 held-out studies, 20 epochs), measured over training seeds
-# 0-2: held-out medians canal 1.6-1.8 mm, foramina 1.5-3.2 mm, subarticular 0.7-1.3 mm, level accuracy
-# 0.97-1.0 (before ordered level decoding, one seed had foramina at 34 mm and level accuracy 0.4). The
-# bounds sit ~3x above the worst value so BLAS/seed noise cannot flip them, yet a broken geometry (wrong
-# side, wrong slice frame, swapped axes) or a level shift (~35 mm) fails them.
+# Bounds from this fixture (24 training / 6 held-out studies, 20 epochs). Measured held-out medians:
+# training seeds 0-2 on the phantom of 21:15 UTC: canal 1.6-1.8 mm, foramina 1.5-3.2, subarticular
+# 0.7-1.3, level accuracy 0.97-1.0; seed 0 on the phantom revised at 21:30 (harder axials): canal 1.5,
+# foramina 2.6, subarticular 4.0-4.5, level accuracy 0.87-0.93. The bounds leave ~2x headroom over the
+# worst value for seed/BLAS/phantom drift, yet a broken geometry (wrong side, wrong slice frame,
+# swapped axes) or a systematic one-level shift (~35 mm) fails them.
 CANAL_MEDIAN_MM = 5.0
 FORAMEN_MEDIAN_MM = 8.0
-SUBARTICULAR_MEDIAN_MM = 5.0
-LEVEL_ACCURACY = 0.8
+SUBARTICULAR_MEDIAN_MM = 9.0
+LEVEL_ACCURACY = 0.7
 
 
 @pytest.fixture(scope="module")
