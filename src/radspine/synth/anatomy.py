@@ -276,6 +276,7 @@ class Patient:
         marrow = (0.55 + 0.25 * age01, 0.38 + 0.15 * age01, 0.18 + 0.05 * age01)
         y_apex = rng.normal(0.0, 12.0)
         fat = (8.0 + 30.0 * bmi) * rng.uniform(0.9, 1.1)
+        x0 = float(rng.normal(0.0, 8.0))  # x0 then center_z: the clean phantom's draw order
         center_z = float(rng.normal(0.0, 15.0))
         line = None
         if var.lordosis is not None:
@@ -292,7 +293,7 @@ class Patient:
             anchor = (y_apex + radius - radius * np.cos(pitch), center_z + radius * np.sin(pitch))
             line = Centerline(grid, theta, s_ref, anchor)
         return cls(
-            x0=float(rng.normal(0.0, 8.0)),
+            x0=x0,
             center_y=float(y_apex + radius),
             center_z=center_z,
             radius=radius,
