@@ -1,8 +1,9 @@
 """Phantom generation throughput: studies per minute and MB written at the default size (256 px).
 
 Prints one JSON object. Wall-clock rate depends on machine load; ``cpu_s_per_study`` (CPU seconds used by
-the workers per study, from a serial run) is the load-independent figure: 2 cores give about
-``120 / cpu_s_per_study`` studies per minute.
+the workers per study, from a serial run with the default quirks and variations) is the load-independent
+figure: 2 cores give about ``120 / cpu_s_per_study`` studies per minute. ``clean_cpu_s_per_study`` is the
+same for ``QuirkConfig.none()`` (no partial volume, no variations), to show what the realism costs.
 
     python benchmarks/synth_bench.py [--studies 8] [--size 256] [--workers 2]
 """
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from radspine.synth import make_dataset
+from radspine.synth import QuirkConfig, make_dataset
 
 
 def main() -> None:
@@ -25,13 +26,18 @@ def main() -> None:
     ap.add_argument("--studies", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--serial", type=int, default=4, help="studies in each serial CPU-time run")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         # Serial run: CPU seconds per study.
         c0, t0 = time.process_time(), time.perf_counter()
-        serial = make_dataset(Path(tmp) / "serial", 2, 0, seed=1, size=args.size)
-        cpu_per_study = (time.process_time() - c0) / 2
-        serial_wall = (time.perf_counter() - t0) / 2
+        n_serial = max(2, args.serial)
+        serial = make_dataset(Path(tmp) / "serial", n_serial, 0, seed=1, size=args.size)
+        cpu_per_study = (time.process_time() - c0) / n_serial
+        serial_wall = (time.perf_counter() - t0) / n_serial
+        c0 = time.process_time()
+        make_dataset(Path(tmp) / "clean", n_serial, 0, seed=1, size=args.size, quirks=QuirkConfig.none())
+        clean_cpu = (time.process_time() - c0) / n_serial
         # Parallel run at the requested worker count.
         t0 = time.perf_counter()
         par = make_dataset(Path(tmp) / "par", args.studies, 0, seed=2, size=args.size, workers=args.workers)
@@ -47,9 +53,11 @@ def main() -> None:
         "mb_per_study": round(par["bytes"] / 1e6 / args.studies, 2),
         "files": par["files"],
         "cpu_s_per_study": round(cpu_per_study, 3),
+        "clean_cpu_s_per_study": round(clean_cpu, 3),
         "serial_wall_s_per_study": round(serial_wall, 3),
         "est_studies_per_min_2_idle_cores": round(120.0 / cpu_per_study, 1),
-        "serial_bytes_2_studies": serial["bytes"],
+        "serial_studies": n_serial,
+        "serial_bytes": serial["bytes"],
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

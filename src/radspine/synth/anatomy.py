@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 from scipy.special import ndtr
 
 from radspine.constants import CONDITIONS, LEVELS
@@ -188,12 +187,29 @@ class Centerline:
         return s, np.where(bad, 1e4, d)
 
     def lookup(self, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(s, d) of sagittal positions by bilinear interpolation of the tables (float32)."""
-        coords = np.stack([(y - self.y_lo) / self.GRID, (z - self.z_lo) / self.GRID])
-        s = map_coordinates(self.s_map, coords, order=1, mode="nearest")
-        d = map_coordinates(self.d_map, coords, order=1, mode="constant", cval=1e4)
-        # A bilinear mix with a 1e4 "no foot" cell is no position either.
-        return s, np.where(d > 500.0, np.float32(1e4), d)
+        """(s, d) of sagittal positions by bilinear interpolation of the tables (float32).
+
+        Hand-written bilinear gather on the flat tables: ~40 % less CPU than two
+        ``scipy.ndimage.map_coordinates(order=1)`` calls, and this runs on every rendered pixel.
+        """
+        ny, nz = self.s_map.shape
+        fy = (np.asarray(y, np.float32) - np.float32(self.y_lo)) / np.float32(self.GRID)
+        fz = (np.asarray(z, np.float32) - np.float32(self.z_lo)) / np.float32(self.GRID)
+        outside = (fy < 0) | (fy > ny - 1) | (fz < 0) | (fz > nz - 1)
+        fy = np.clip(fy, 0, ny - 1.001)
+        fz = np.clip(fz, 0, nz - 1.001)
+        y0, z0 = fy.astype(np.int32), fz.astype(np.int32)
+        wy, wz = fy - y0, fz - z0
+        i = y0 * nz + z0
+        out = []
+        for table in (self.s_map.ravel(), self.d_map.ravel()):
+            a, b = table[i], table[i + 1]
+            c, e = table[i + nz], table[i + nz + 1]
+            ab = a + (b - a) * wz
+            out.append(ab + (c + (e - c) * wz - ab) * wy)
+        s, d = out
+        # Outside the table, or a bilinear mix with a 1e4 "no foot" cell, is no position either.
+        return s, np.where(outside | (d > 500.0), np.float32(1e4), d)
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
