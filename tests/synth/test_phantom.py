@@ -180,5 +180,12 @@ def test_cli_writes_dataset_and_reports_bad_quirk(tmp_path: Path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["coordinate_rows"] == 25 and (out / "test_solution.csv").is_file()
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "s"), "--train-studies", "1", "--size", "32",
+                              "--no-quirks", "--quirk", "scoliosis=1", "--quirk", "click_noise_mm=3"])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "s" / "synth_variations.csv").scoliosis_mm.abs().min() >= 5.0
+    res = runner.invoke(app, ["synth", "--out", str(tmp_path / "z"), "--train-studies", "1",
+                              "--quirk", "click_noise_mm=11"])
+    assert res.exit_code != 0 and "click_noise_mm" in res.output
     res = runner.invoke(app, ["synth", "--out", str(tmp_path / "y"), "--train-studies", "1", "--quirk", "nope=1"])
     assert res.exit_code == 2 and "--quirk 'nope=1'" in res.output

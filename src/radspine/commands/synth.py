@@ -21,9 +21,11 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(256, "--size", help="Image rows/columns in pixels (e.g. 64 for tiny test studies)."),
         workers: int = typer.Option(1, "--workers", min=1, help="Processes rendering studies in parallel."),
         quirk: list[str] = typer.Option(
-            [], "--quirk", help="Quirk rate NAME=RATE (repeatable), e.g. --quirk no_axial=0.2; see QuirkConfig."
+            [], "--quirk", help="Quirk/variation rate NAME=RATE (repeatable), e.g. --quirk no_axial=0.2 "
+            "--quirk scoliosis=0.5 --quirk click_noise_mm=3; see QuirkConfig."
         ),
-        no_quirks: bool = typer.Option(False, "--no-quirks", help="Turn every quirk off (clean studies)."),
+        no_quirks: bool = typer.Option(False, "--no-quirks",
+                                       help="Turn every quirk, variation and reader noise off (clean studies)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the images of an existing output folder."),
     ) -> None:
         """Render phantom studies (sagittal T1, sagittal T2/STIR, axial T2) with labels, coordinates and truth."""
