@@ -23,7 +23,6 @@ from radspine.io.dataset import Dataset
 from radspine.io.dicom import read_series
 from radspine.synth import QuirkConfig, make_dataset
 
-
 # Every anatomical and acquisition variation on (half the sagittal series thin, so thick ones show partial
 # volume too); reader click noise off so label points can be checked against their structures exactly
 # (click noise is measured in test_phantom.py).

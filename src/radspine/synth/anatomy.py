@@ -113,8 +113,7 @@ class Variation:
             var.transitional = trans
             var.disc_scale = scale
             if trans == "sacralized":
-                var.disc_scale = scale.copy()
-                var.disc_scale[-1] = rng.uniform(0.25, 0.5)
+                var.disc_scale[-1] = rng.uniform(0.25, 0.5)  # rudimentary L5/S1 disc
         return var
 
     @property
@@ -126,8 +125,8 @@ class Variation:
 class Centerline:
     """A sagittal-plane spine centreline from a curvature profile, with a (y, z) -> (s, d) lookup table.
 
-    The tangent angle theta(s) (from +z towards -y... i.e. T = (0, sin theta, cos theta)) is tabulated every
-    0.25 mm and the curve integrated numerically; world points are projected onto it by Newton steps
+    The superior tangent T(s) = (0, sin theta, cos theta) (theta > 0 tilts it posterior) is tabulated every
+    0.25 mm and the curve integrated numerically (lordosis: theta grows with s); world points are projected onto it by Newton steps
     (hand-written: a closest-point solve on a tabulated planar curve, which no installed library offers)
     once per patient on a 2 mm (y, z) grid, then interpolated bilinearly per pixel (error < 0.01 mm).
     """
