@@ -96,9 +96,13 @@ def _canal_run_mm(img: np.ndarray, x: float, y: float, col_mm: float) -> float:
     return (b - a + 1) * col_mm
 
 
-def test_measured_canal_ap_falls_with_latent_canal_severity(tmp_path: Path):
+@pytest.mark.parametrize("varied", [False, True], ids=["clean", "varied"])
+def test_measured_canal_ap_falls_with_latent_canal_severity(tmp_path: Path, varied: bool):
     root = tmp_path / "canal"
-    make_dataset(root, 12, 0, seed=5, size=128, quirks=QuirkConfig.none())
+    # Varied: every anatomical/acquisition variation on, thick slices (partial volume), exact clicks.
+    q = dataclasses.replace(QuirkConfig.all_on(), thin_slices=0.0, click_noise_mm=0.0, label_noise=0.0) \
+        if varied else QuirkConfig.none()
+    make_dataset(root, 12, 0, seed=5, size=128, quirks=q)
     ds = Dataset.open(root)
     truth = pd.read_csv(root / "synth_truth.csv").set_index(["study_id", "condition", "level"])
     coords = ds.coordinates[ds.coordinates.condition == "spinal_canal_stenosis"]
