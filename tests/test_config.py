@@ -18,6 +18,7 @@ def test_default_yaml_matches_code_defaults() -> None:
     assert config_hash(cfg.features) == config_hash(FeaturesConfig())
     e = cfg.features.embeddings
     assert e.backbone == "resnet10t" and e.image_size == 32 and e.backbone_kwargs["channels"] == [16, 32, 64, 128]
+    assert cfg.features.patches.jitter_sigma_mm == 1.0  # the skew experiment's winner
     assert default_config_path().is_file()
 
 

@@ -22,6 +22,7 @@ import pytest
 from radspine.errors import RadspineError
 from radspine.features.embeddings import EmbeddingConfig
 from radspine.features.extract import FeaturesConfig, RadiomicsSettings, extract_features
+from radspine.patches import PatchConfig
 
 LIGHT_PARAMS = """imageType:
   Original: {}
@@ -57,7 +58,8 @@ def light_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fast_cfg(light_params: Path) -> FeaturesConfig:
     """Light radiomics, no CNN: what the parallel / resume / damage tests need."""
     rad = RadiomicsSettings(sagittal=str(light_params), axial=str(light_params))
-    return FeaturesConfig(radiomics=rad, cnn_enabled=False)
+    # Exactly the labeled points (no training jitter), so train and test rows can be compared.
+    return FeaturesConfig(radiomics=rad, cnn_enabled=False, patches=PatchConfig())
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +168,8 @@ def test_killed_cli_run_resumes_from_cache(serial_run, phantom_root: Path, light
     _, table, _ = serial_run
     cfg_yaml = tmp_path / "cfg.yaml"
     cfg_yaml.write_text(
-        f"features:\n  cnn_enabled: false\n  radiomics:\n    sagittal: {light_params}\n    axial: {light_params}\n"
+        f"features:\n  cnn_enabled: false\n  patches:\n    jitter_sigma_mm: 0.0\n"
+        f"  radiomics:\n    sagittal: {light_params}\n    axial: {light_params}\n"
     )
     out = tmp_path / "work"
     cmd = [sys.executable, "-c", "from radspine.cli import main; main()", "extract-features", "--data", str(phantom_root), "--split",

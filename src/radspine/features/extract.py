@@ -129,7 +129,9 @@ class FeaturesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patches: PatchConfig = Field(default_factory=PatchConfig)
+    # Training points jittered by 1 mm: best held-out score at localizer-predicted points among labels,
+    # jitter 1/2 mm and out-of-fold localizer points (benchmarks/skew_experiment.py; issue 4 report).
+    patches: PatchConfig = Field(default_factory=lambda: PatchConfig(jitter_sigma_mm=1.0))
     radiomics: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
     cnn_enabled: bool = True
     cnn_folds: int = Field(3, ge=2, description="out-of-fold splits for training-row embeddings")
