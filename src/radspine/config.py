@@ -1,6 +1,7 @@
 """Typed configuration: ``configs/default.yaml`` → :class:`RadspineConfig`; unknown keys are rejected.
 
-Each stage owns its config model (features: :class:`radspine.features.extract.FeaturesConfig`); this
+Each stage owns its config model (:class:`radspine.features.extract.FeaturesConfig`,
+:class:`radspine.localize.config.LocalizerConfig`); this
 module only composes and loads them.
 """
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from radspine.errors import ConfigError
 from radspine.features.extract import FeaturesConfig
+from radspine.localize.config import LocalizerConfig
 
 
 def config_dir() -> Path:
@@ -31,6 +33,7 @@ class RadspineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    localizer: LocalizerConfig = Field(default_factory=LocalizerConfig)
 
 
 def load_config(path: str | Path | None = None) -> RadspineConfig:

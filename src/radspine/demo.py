@@ -40,7 +40,6 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     from radspine.config import load_config
     from radspine.features.extract import extract_features, package_features
     from radspine.io.dataset import Dataset
-    from radspine.localize.config import LocalizerConfig
     from radspine.localize.train import train_localizer
     from radspine.metrics import priors_predictions, priors_table, score
     from radspine.models.tune import TuneOptions, tune
@@ -65,7 +64,9 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     done("synth")
 
     step("train_localizer")
-    lcfg = LocalizerConfig() if opts.localizer_epochs is None else LocalizerConfig(epochs=opts.localizer_epochs)
+    lcfg = load_config().localizer
+    if opts.localizer_epochs is not None:
+        lcfg = lcfg.model_copy(update={"epochs": opts.localizer_epochs})
     loc_report = train_localizer(data, model / "localizer", lcfg, seed=opts.seed)
     done("train_localizer")
 

@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="Dataset root (competition layout, with train_label_coordinates.csv)."),
         out: Path = typer.Option(..., "--out", help="Model folder to write (localizer.pt, meta.json, localizer_report.json)."),
         epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs (default from config)."),
+        config: Path | None = typer.Option(None, "--config", help="YAML config; its `localizer` section is used."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed → same model)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
     ) -> None:
@@ -23,9 +24,12 @@ def register(app: typer.Typer) -> None:
 
         setup_logging(quiet=quiet)
         with user_errors():
-            from radspine.localize import LocalizerConfig, train_localizer
+            from radspine.config import load_config
+            from radspine.localize import train_localizer
 
-            cfg = LocalizerConfig() if epochs is None else LocalizerConfig(epochs=epochs)
+            cfg = load_config(config).localizer
+            if epochs is not None:
+                cfg = cfg.model_copy(update={"epochs": epochs})
             report = train_localizer(data, out, cfg, seed=seed)
             typer.echo(f"localizer written to {out} (trained in {report['train_seconds']:.0f} s)")
             per = report.get("per_condition")
