@@ -1,7 +1,9 @@
-"""Benchmark `radspine tune`: wall time of N Optuna trials on a fake feature table, and the score reached.
+"""Benchmark `radspine tune`: wall time of N Optuna trials on a feature table, and the score reached.
 
-Prints one JSON object. Default: 50 trials (25 LightGBM + 25 XGBoost), 300 studies, 3 folds, 1 thread per
-model (run it under `taskset -c 0,1` to pin to 2 cores). Uses the tests' fake table generator.
+Prints one JSON object. Default: 50 trials (25 LightGBM + 25 XGBoost), 3 folds, 1 thread per model (run it
+under `taskset -c 0,1` to pin to 2 cores). The table is either a real phantom feature table
+(``--features WORKDIR --data DIR`` from `radspine extract-features`) or, by default, the tests' fake table
+of ``--studies`` studies.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-jobs", type=int, default=1)
     ap.add_argument("--out", default=None, help="MODELDIR to keep (default: a temporary folder)")
+    ap.add_argument("--features", default=None, help="WORKDIR of extract-features (phantom table)")
+    ap.add_argument("--data", default=None, help="dataset root with train.csv (with --features)")
     args = ap.parse_args()
 
     import optuna
@@ -31,7 +35,14 @@ def main() -> None:
     from radspine.models.tune import TuneOptions, tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    table, labels = make_fake_table(args.studies, seed=args.seed)
+    if args.features:
+        from radspine.models.tune import load_features, load_labels
+
+        table, meta = load_features(args.features)
+        labels = load_labels(args.data)
+    else:
+        table, labels = make_fake_table(args.studies, seed=args.seed)
+        meta = {"config_hash": "bench", "backbone": "fake"}
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or tmp
         t0 = time.perf_counter()
@@ -39,7 +50,7 @@ def main() -> None:
             table,
             labels,
             out,
-            {"config_hash": "bench", "backbone": "fake"},
+            meta,
             TuneOptions(trials=args.trials, folds=args.folds, seed=args.seed, n_jobs=args.n_jobs),
         )
         wall = time.perf_counter() - t0
@@ -47,7 +58,8 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "studies": args.studies,
+                "table": args.features or "fake",
+                "studies": int(table["study_id"].nunique()),
                 "rows": len(table),
                 "features": rep["n_features"],
                 "trials": args.trials,
