@@ -78,6 +78,9 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     done("extract_features")
 
     step("tune")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = pd.read_parquet(work / "train" / "features.parquet")
     meta = json.loads((work / "train" / "meta.json").read_text())
     labels = Dataset.open(data).labels_long()
@@ -133,6 +136,6 @@ def format_summary(summary: dict) -> str:
             med = m.get("median_mm", m.get("median_error_mm"))
             w5 = m.get("within_5mm", m.get("frac_within_5mm"))
             w10 = m.get("within_10mm", m.get("frac_within_10mm"))
-            lines.append(f"  {cond:<36} median {med}  ≤5 mm {w5}  ≤10 mm {w10}")
+            lines.append(f"  {cond:<36} median {med:6.2f}  ≤5 mm {w5:5.1%}  ≤10 mm {w10:5.1%}")
     lines.append("seconds: " + ", ".join(f"{k} {v}" for k, v in summary["seconds"].items()))
     return "\n".join(lines)
