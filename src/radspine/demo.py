@@ -132,10 +132,15 @@ def format_summary(summary: dict) -> str:
     per = loc.get("per_condition") or loc.get("conditions") or {}
     if per:
         lines.append("localizer on held-out training studies (3D error, mm):")
-        for cond, m in per.items():
+        from radspine.constants import CONDITIONS
+
+        for cond in [c for c in (*CONDITIONS, "overall") if c in per]:
+            m = per[cond]
             med = m.get("median_mm", m.get("median_error_mm"))
             w5 = m.get("within_5mm", m.get("frac_within_5mm"))
             w10 = m.get("within_10mm", m.get("frac_within_10mm"))
             lines.append(f"  {cond:<36} median {med:6.2f}  ≤5 mm {w5:5.1%}  ≤10 mm {w10:5.1%}")
-    lines.append("seconds: " + ", ".join(f"{k} {v}" for k, v in summary["seconds"].items()))
+    order = ("synth", "train_localizer", "extract_features", "tune", "predict", "score")
+    secs = summary["seconds"]
+    lines.append("seconds: " + ", ".join(f"{k} {secs[k]}" for k in order if k in secs))
     return "\n".join(lines)
