@@ -72,7 +72,7 @@ _GRADES = ("", *C.SEVERITIES)
 
 
 def _err(file: Path, row: int | None, column: str | None, what: str) -> DatasetError:
-    where = file.name
+    where = str(file)
     if row is not None:
         # row counts data rows from 1; line is the file line with the header as line 1.
         where += f", row {row} (line {row + 1})"
