@@ -17,23 +17,11 @@ SEED = 0
 
 def _fit_bundle(out: Path, features_table: pd.DataFrame, labels: pd.DataFrame) -> tuple[list[str], str]:
     """A small two-backend bundle (blend weights differ per group) fitted directly, no Optuna."""
-    from radspine.metrics import priors_table
-    from radspine.models.bundle import save_bundle
-    from radspine.models.calibrate import Calibrator
-    from radspine.models.estimator import GradeClassifier, TableGrader
-    from radspine.models.tune import align_grades, feature_columns
+    from radspine.models.fake_table import fit_quick_bundle
 
-    feats = feature_columns(features_table)
-    grades = align_grades(features_table, labels)
-    lab = ~np.isnan(grades)
-    models = {
-        b: TableGrader(GradeClassifier(b, n_estimators=25, num_leaves=7, max_depth=3, min_child_samples=5,
-                                       n_jobs=1, random_state=SEED), feats, "per_group").fit(features_table[lab], grades[lab])
-        for b in ("lightgbm", "xgboost")
-    }
-    save_bundle(out, models=models, blend_weights={"spinal": 0.3, "foraminal": 0.6, "subarticular": 1.0},
-                calibrator=Calibrator("none"), features=feats, mode="per_group",
-                priors=priors_table(labels), meta={"config_hash": "fake-report"}, report={})
+    feats = fit_quick_bundle(out, features_table, labels, n_estimators=25, min_child_samples=5, seed=SEED,
+                             blend_weights={"spinal": 0.3, "foraminal": 0.6, "subarticular": 1.0},
+                             meta={"config_hash": "fake-report"})
     return feats, "per_group"
 
 

@@ -547,12 +547,8 @@ def write_example_run(out: str | Path, n_train: int = 40, n_test: int = 10, seed
     ``predictions.csv``. Same arguments → identical files.
     """
     from radspine.fsutil import write_csv_atomic, write_json_atomic, write_parquet_atomic
-    from radspine.metrics import priors_table, solution_from_labels
-    from radspine.models.bundle import save_bundle
-    from radspine.models.calibrate import Calibrator
-    from radspine.models.estimator import GradeClassifier, TableGrader
-    from radspine.models.fake_table import labels_to_train_csv, make_fake_table
-    from radspine.models.tune import align_grades, feature_columns
+    from radspine.metrics import solution_from_labels
+    from radspine.models.fake_table import fit_quick_bundle, labels_to_train_csv, make_fake_table
     from radspine.predict import expected_severity
 
     out = Path(out)
@@ -564,17 +560,8 @@ def write_example_run(out: str | Path, n_train: int = 40, n_test: int = 10, seed
     write_json_atomic(out / "work" / "train" / "meta.json", meta)
     write_csv_atomic(labels_to_train_csv(labels), out / "data" / "train.csv")
     write_csv_atomic(solution_from_labels(test_labels), out / "data" / "test_solution.csv")
-    feats = feature_columns(train)
-    grades = align_grades(train, labels)
-    lab = ~np.isnan(grades)
-    models = {
-        b: TableGrader(GradeClassifier(b, n_estimators=60, num_leaves=7, max_depth=3, min_child_samples=10,
-                                       n_jobs=1, random_state=seed), feats, "per_group").fit(train[lab], grades[lab])
-        for b in ("lightgbm", "xgboost")
-    }
-    save_bundle(out / "model", models=models, blend_weights=dict.fromkeys(GROUPS, 0.5), calibrator=Calibrator("none"),
-                features=feats, mode="per_group", priors=priors_table(labels), meta=meta,
-                report={"note": "example run from fake tables"})
+    fit_quick_bundle(out / "model", train, labels, n_estimators=60, seed=seed, meta=meta,
+                     report={"note": "example run from fake tables"})
     from radspine.models.bundle import Bundle
 
     probs = Bundle.load(out / "model").predict_proba(test)

@@ -163,3 +163,43 @@ def write_fake_workdir(
     os.replace(tmp, features_dir / "meta.json")
     labels_to_train_csv(labels).to_csv(data_dir / "train.csv", index=False)
     return table, labels
+
+
+def fit_quick_bundle(
+    out: str | Path,
+    table: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    n_estimators: int = 60,
+    min_child_samples: int = 10,
+    seed: int = 0,
+    blend_weights: dict[str, float] | None = None,
+    meta: dict | None = None,
+    report: dict | None = None,
+) -> list[str]:
+    """Write a small untuned bundle (LightGBM + XGBoost per group, fixed params, no calibration).
+
+    For tests, examples and benchmarks only: a real bundle comes from :func:`radspine.models.tune.tune`.
+    Returns the feature list.
+    """
+    from radspine.metrics import priors_table
+    from radspine.models.bundle import save_bundle
+    from radspine.models.calibrate import Calibrator
+    from radspine.models.estimator import GradeClassifier, TableGrader
+    from radspine.models.tune import align_grades, feature_columns
+
+    feats = feature_columns(table)
+    grades = align_grades(table, labels)
+    lab = ~np.isnan(grades)
+    models = {
+        b: TableGrader(
+            GradeClassifier(b, n_estimators=n_estimators, num_leaves=7, max_depth=3,
+                            min_child_samples=min_child_samples, n_jobs=1, random_state=seed),
+            feats, "per_group",
+        ).fit(table[lab], grades[lab])
+        for b in ("lightgbm", "xgboost")
+    }
+    save_bundle(out, models=models, blend_weights=blend_weights or {g: 0.5 for g in ("spinal", "foraminal", "subarticular")},
+                calibrator=Calibrator("none"), features=feats, mode="per_group", priors=priors_table(labels),
+                meta=meta or {"config_hash": "fake"}, report=report or {})
+    return feats
