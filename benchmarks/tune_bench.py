@@ -1,6 +1,6 @@
 """Benchmark `radspine tune`: wall time of N Optuna trials on a feature table, and the score reached.
 
-Prints one JSON object. Default: 50 trials (25 LightGBM + 25 XGBoost), 3 folds, 1 thread per model (run it
+Prints one JSON object. Default: 50 trials (25 LightGBM + 25 XGBoost), 3 folds, 2 threads per model (run it
 under `taskset -c 0,1` to pin to 2 cores). The table is either a real phantom feature table
 (``--features WORKDIR --data DIR`` from `radspine extract-features`) or, by default, the tests' fake table
 of ``--studies`` studies.
@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=50)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--out", default=None, help="MODELDIR to keep (default: a temporary folder)")
     ap.add_argument("--features", default=None, help="WORKDIR of extract-features (phantom table)")
     ap.add_argument("--data", default=None, help="dataset root with train.csv (with --features)")

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         study_name: str = typer.Option("radspine", "--study-name", help="Same name resumes the study."),
         folds: int = typer.Option(3, "--folds", min=2, help="CV folds (grouped by study)."),
         seed: int = typer.Option(0, "--seed"),
-        n_jobs: int = typer.Option(1, "--n-jobs", min=1, help="Threads per model (1 is fastest for small tables)."),
+        n_jobs: int = typer.Option(2, "--n-jobs", min=1, help="Threads per model (use 1 on a CPU shared with other jobs)."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Tune LightGBM + XGBoost graders with Optuna, blend, calibrate and write MODELDIR."""

@@ -53,7 +53,7 @@ class TuneOptions:
     study_name: str = "radspine"
     folds: int = 3
     seed: int = 0
-    n_jobs: int = 1  # see GradeClassifier.n_jobs: 1 thread is fastest on a shared CPU
+    n_jobs: int = 2  # threads per model; 300-study phantom table, 50 trials: 1 → 736 s, 2 → 483 s (2 idle cores)
     backends: tuple[str, ...] = BACKENDS
     max_rounds: int = 300
     early_stopping_rounds: int = 20
