@@ -6,7 +6,6 @@ priors stored in the model bundle, and the reason is logged in ``predict_log.jso
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from radspine.constants import CONDITION_NAMES, LEVEL_NAMES, SEVERITY_COLUMNS
+from radspine.constants import CONDITION_KEYS, LEVEL_KEYS, SEVERITY_COLUMNS
 from radspine.errors import ModelError, RadspineError
 from radspine.fsutil import write_csv_atomic, write_json_atomic
 
@@ -137,8 +136,8 @@ def predict(
     keys = table[["row_id", "study_id", "condition", "level"]]
     details = details.merge(keys, on="row_id", how="left")
     pcols = [c for c in ("series_id", "instance_number", "x", "y", "world_x", "world_y", "world_z", "flag") if c in points]
-    pts = points.assign(condition=points["condition"].map(lambda c: {v: k for k, v in CONDITION_NAMES.items()}.get(c, c)),
-                        level=points["level"].map(lambda v: {b: a for a, b in LEVEL_NAMES.items()}.get(v, v)))
+    pts = points.assign(condition=points["condition"].map(lambda c: CONDITION_KEYS.get(c, c)),
+                        level=points["level"].map(lambda v: LEVEL_KEYS.get(v, v)))
     details = details.merge(pts[["study_id", "condition", "level", *pcols]], on=["study_id", "condition", "level"], how="left")
     write_csv_atomic(details, out_csv.parent / "predictions.csv", float_format="%.6f")
     summary = {
@@ -157,7 +156,3 @@ def predict(
         log.warning("study %s: %s", sid, why)
     return summary
 
-
-def read_json(path: Path) -> dict:
-    """Small helper for commands: a JSON file as a dict."""
-    return json.loads(Path(path).read_text())
