@@ -484,6 +484,24 @@ def _angle_weights(angles: np.ndarray, spacing: tuple[float, ...], norm: str, gl
     return np.exp(-(d**2)) if glcm else d
 
 
+def _weighted_angles(
+    P: np.ndarray, angles: np.ndarray, spacing: tuple[float, ...], args: dict, *, glcm: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply pyradiomics' optional angle weighting, drop empty angles, return (P, per-angle sums).
+
+    Sums of zero become NaN, as pyradiomics' division by an empty matrix does.
+    """
+    norm = args.get("weightingNorm")
+    if norm is not None:
+        P = np.sum(P * _angle_weights(angles, spacing, norm, glcm)[None, None, :], 2, keepdims=True)
+    s = P.sum((0, 1))
+    if P.shape[2] > 1:
+        keep = s != 0
+        if not keep.all():
+            P, s = P[:, :, keep], s[keep]
+    return P, np.where(s == 0, np.nan, s)
+
+
 def _nanmean(v: np.ndarray) -> float:
     """Mean over angles ignoring NaN angles, as pyradiomics (NaN, silently, when all are NaN)."""
     v = np.asarray(v, dtype=float)
@@ -505,15 +523,7 @@ def _glcm_features(
     P = P[np.ix_(k, k)].astype("float")
     if args.get("symmetricalGLCM", True):
         P = P + P.transpose(1, 0, 2)
-    norm = args.get("weightingNorm")
-    if norm is not None:
-        P = np.sum(P * _angle_weights(angles, spacing, norm, True)[None, None, :], 2, keepdims=True)
-    s = P.sum((0, 1))
-    if P.shape[2] > 1:
-        keep = s != 0
-        if not keep.all():
-            P, s = P[:, :, keep], s[keep]
-    s = np.where(s == 0, np.nan, s)
+    P, s = _weighted_angles(P, angles, spacing, args, glcm=True)
     P = P / s[None, None, :]
     na = P.shape[2]
     g = levels.astype("float")
@@ -608,15 +618,7 @@ def _glrlm_features(
     P: np.ndarray, angles: np.ndarray, levels: np.ndarray, spacing: tuple[float, ...], args: dict
 ) -> dict[str, float]:
     P = P[levels - 1].astype("float")  # (Ng, Nr, Na)
-    norm = args.get("weightingNorm")
-    if norm is not None:
-        P = np.sum(P * _angle_weights(angles, spacing, norm, False)[None, None, :], 2, keepdims=True)
-    Nr = P.sum((0, 1))
-    if P.shape[2] > 1:
-        keep = Nr != 0
-        if not keep.all():
-            P, Nr = P[:, :, keep], Nr[keep]
-    Nr = np.where(Nr == 0, np.nan, Nr)
+    P, Nr = _weighted_angles(P, angles, spacing, args, glcm=False)
     pr = P.sum(0)  # (Nr, Na)
     pg = P.sum(1)  # (Ng, Na)
     iv = levels.astype(float)[:, None]
