@@ -110,3 +110,18 @@ def test_orientation_and_centres():
     assert G.orientation_of(sag) == "sagittal"
     np.testing.assert_allclose(G.plane_center(sag, 0), [0, 10 * 0.55, -5 * 0.7])
     np.testing.assert_allclose(G.volume_center(sag), [-(5 * 3.3) / 2, 10 * 0.55, -5 * 0.7])
+
+
+def test_nearest_stack_prefers_a_slice_that_holds_the_point() -> None:
+    x, y, z = np.eye(3)
+    # Two axial stacks (normal +z): A's planes pass near the point but its grid lies far to the side;
+    # B's planes are 2 mm further away but its grid contains the point in-plane.
+    a = make_volume(x, y, np.array([200.0, 0.0, 0.0]), n=3, step=4.0)
+    b = make_volume(x, y, np.array([0.0, 0.0, -2.0]), n=3, step=4.0)
+    point = np.array([5.0, 5.0, 0.5])
+    vol, pr, inside = G.nearest_stack([a, b], point)
+    assert vol is b and inside
+    assert pr.slice_index == 1 and pr.distance_mm == pytest.approx(-1.5)
+    vol, pr, inside = G.nearest_stack([a], point)
+    assert vol is a and not inside and pr.distance_mm == pytest.approx(0.5)
+    assert G.nearest_stack([], point) is None

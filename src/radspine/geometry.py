@@ -127,3 +127,21 @@ def affine(vol: Volume) -> np.ndarray:
     m[:3, 2] = vol.normal * vol.slice_spacing
     m[:3, 3] = vol.positions[0]
     return m
+
+
+def nearest_stack(vols: list[Volume], point: np.ndarray) -> tuple[Volume, Projection, bool] | None:
+    """The stack whose nearest slice best holds a world point, across series and stacks.
+
+    Stacks whose slice contains the point in-plane (within the pixel edges) win over those that do
+    not; among them the smallest plane distance wins. Returns ``(volume, projection, inside)``, or
+    None for no stacks.
+    """
+    best = None
+    for vol in vols:
+        pr = project_point(vol, point)
+        rows, cols = vol.pixels.shape[1:]
+        inside = -0.5 <= pr.x <= cols - 0.5 and -0.5 <= pr.y <= rows - 0.5
+        key = (not inside, abs(pr.distance_mm))
+        if best is None or key < best[0]:
+            best = (key, vol, pr, inside)
+    return None if best is None else best[1:]

@@ -81,22 +81,6 @@ def load_study_volumes(study: Study) -> StudyVolumes:
     return out
 
 
-def nearest_stack(vols: list[Volume], point: np.ndarray) -> tuple[Volume | None, float]:
-    """The stack whose nearest slice plane is closest to ``point``, and that distance (mm)."""
-    from radspine.geometry import project_point
-
-    best, best_d = None, np.inf
-    for v in vols:
-        pr = project_point(v, point)
-        # Points beyond the stack's in-plane extent are not "in" it even if the plane is near.
-        rows, cols = v.pixels.shape[1:]
-        inside = -0.5 <= pr.x <= cols - 0.5 and -0.5 <= pr.y <= rows - 0.5
-        d = abs(pr.distance_mm) + (0.0 if inside else 1e3)
-        if d < best_d:
-            best, best_d = v, d
-    return best, float(best_d)
-
-
 # ----------------------------------------------------------------------------------------------- config
 def _default_embeddings() -> EmbeddingConfig:
     # 16 PCA dims + the network's 3 grade probabilities: compact enough for boosted trees on a few
@@ -239,6 +223,7 @@ def _world_points(study_id: int, pts: pd.DataFrame | None, vols: StudyVolumes) -
 def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, split: str, extractor) -> StudyFeatures:
     """Base features of one study's 25 rows: point geometry, radiomics per patch, presence flags."""
     from radspine.features.table import skeleton
+    from radspine.geometry import nearest_stack
     from radspine.patches import extract_patch, jitter_points
 
     vols = load_study_volumes(study)
@@ -262,8 +247,9 @@ def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, s
             stacks = vols.by_type.get(spec.series, [])
             patch = None
             if rec["has_point"] and stacks:
-                vol, dist = nearest_stack(stacks, point)
-                if vol is not None and dist <= cfg.max_plane_distance_mm:
+                vol, pr, inside = nearest_stack(stacks, point)
+                dist = abs(pr.distance_mm)
+                if inside and dist <= cfg.max_plane_distance_mm:
                     patch = extract_patch(vol, point, spec, percentiles=cfg.patches.percentiles)
                     rec[f"geo_plane_dist_{name}"] = dist
             rec[f"geo_inside_{name}"] = patch.inside_fraction if patch is not None else 0.0

@@ -21,7 +21,7 @@ from radspine.constants import (
     SAG_T2,
 )
 from radspine.errors import ModelError, RadspineError
-from radspine.geometry import orientation_of, pixel_to_world, project_point
+from radspine.geometry import nearest_stack, orientation_of, pixel_to_world, project_point
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
 from radspine.localize.net import (
@@ -238,16 +238,7 @@ class Localizer:
 
     def _axial(self, stacks: list[Volume], centre: np.ndarray) -> tuple[Volume, int, np.ndarray, np.ndarray, float]:
         """Nearest axial slice to ``centre`` over all stacks, then left/right recess world points on it."""
-        best = None
-        for vol in stacks:
-            pr = project_point(vol, centre)
-            rows, cols = vol.pixels.shape[1:]
-            inside = 0 <= pr.x < cols and 0 <= pr.y < rows
-            # Prefer stacks whose slice actually contains the point in-plane, then the smallest plane distance.
-            key = (not inside, abs(pr.distance_mm))
-            if best is None or key < best[0]:
-                best = (key, vol, pr)
-        _, vol, pr = best
+        vol, pr, _ = nearest_stack(stacks, centre)
         cfg = self.cfg
         frame = self._ax_frames.setdefault(id(vol), PlaneFrame.build(vol, "axial", cfg.ax_spacing_mm, cfg.ax_size))
         d = float(frame.offsets[pr.slice_index])
