@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import Iterator
 
 import typer
@@ -27,15 +26,14 @@ def user_errors() -> Iterator[None]:
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Rich logging to stderr; --quiet shows warnings only."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(
         level=level,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, console=None, rich_tracebacks=False)],
+        handlers=[RichHandler(show_path=False, console=Console(stderr=True), rich_tracebacks=False)],
         force=True,
     )
     logging.getLogger("radiomics").setLevel(logging.ERROR)
-    if not sys.stderr.isatty():
-        logging.getLogger().handlers[0].setLevel(level)
