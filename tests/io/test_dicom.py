@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,13 @@ from pydicom.uid import JPEG2000, ImplicitVRLittleEndian, RLELossless
 
 from radspine import geometry as G
 from radspine.errors import DicomError
-from radspine.io.dicom import list_dicom_files, read_series, read_volume
+from radspine.io.dicom import (
+    list_dicom_files,
+    looks_like_dicom,
+    probe_series_folder,
+    read_series,
+    read_volume,
+)
 
 TEST_FILES = Path(get_testdata_file("MR_small.dcm")).parent
 DICOMDIR_TESTS = TEST_FILES / "dicomdirtests"
@@ -255,15 +262,30 @@ def test_truncated_real_file_names_file(tmp_path):
     assert "1.dcm" in msg and "\n" not in msg and "decode" in msg
 
 
-def test_cut_file_names_file(tmp_path):
+def test_cut_slice_is_dropped_with_warning(tmp_path, caplog):
     paths = write_series(tmp_path / "s", ramp(3, 8, 8), origin=(0, 0, 0), row_cosine=(1, 0, 0),
                          col_cosine=(0, 1, 0))
     data = paths[1].read_bytes()
     paths[1].write_bytes(data[:-50])  # cut inside the pixel data
-    with pytest.raises(DicomError, match=r"2\.dcm: cannot decode pixel data .*less than expected"):
-        read_series(tmp_path / "s")
+    with caplog.at_level("WARNING", logger="radspine.io.dicom"):
+        (v,) = read_series(tmp_path / "s")
+    assert v.instance_numbers.tolist() == [1, 3]
+    np.testing.assert_array_equal(v.pixels, ramp(3, 8, 8)[[0, 2]].astype(np.float32))
+    # Slices 1 and 3 are 6 mm apart now: the gap is kept as geometry, not papered over.
+    np.testing.assert_allclose(v.positions[:, 2], [0.0, 6.0])
+    (drop,) = v.meta["dropped_files"]
+    assert drop["file"] == str(paths[1])
+    assert re.match(r"cannot decode pixel data .*less than expected", drop["error"])
+    (rec,) = [r for r in caplog.records if "slice dropped" in r.getMessage()]
+    assert "2.dcm: cannot decode pixel data" in rec.getMessage() and "\n" not in rec.getMessage()
+
     paths[1].write_bytes(data[:300])  # cut before the pixel data
-    with pytest.raises(DicomError, match=r"2\.dcm: no pixel data \(truncated"):
+    (v,) = read_series(tmp_path / "s")
+    assert v.meta["dropped_files"][0]["error"].startswith("no pixel data (truncated")
+    # Every slice cut: the series is unusable, one line naming the folder and the first file.
+    for p in paths:
+        p.write_bytes(data[:300])
+    with pytest.raises(DicomError, match=r"s: no readable DICOM slice among 3 files \(first: .*1\.dcm: no pixel"):
         read_series(tmp_path / "s")
 
 
@@ -305,3 +327,96 @@ def test_stray_files_ignored_and_numeric_file_order(tmp_path):
     (tmp_path / "s" / ".DS_Store").write_bytes(b"\x00\x01")
     assert [p.name for p in list_dicom_files(tmp_path / "s")] == [f"{i}.dcm" for i in range(1, 13)]
     assert read_volume(tmp_path / "s").instance_numbers.tolist() == list(range(1, 13))
+
+
+# ------------------------------------------------------------------ partial series
+
+
+def _edit(path: Path, fn) -> None:
+    ds = pydicom.dcmread(path)
+    fn(ds)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _drop_spacing(ds) -> None:
+    del ds.PixelSpacing
+
+
+def test_pixel_spacing_fallbacks(tmp_path, caplog):
+    # Only ImagerPixelSpacing: used as is (no other slice needed).
+    paths = write_series(tmp_path / "a", ramp(2, 8, 6), origin=(0, 0, 0), row_cosine=(1, 0, 0),
+                         col_cosine=(0, 1, 0), pixel_spacing=(0.7, 0.9), omit=("PixelSpacing",))
+    for p in paths:
+        _edit(p, lambda ds: setattr(ds, "ImagerPixelSpacing", ["0.8", "0.6"]))
+    with caplog.at_level("WARNING", logger="radspine.io.dicom"):
+        (v,) = read_series(tmp_path / "a")
+    assert v.pixel_spacing == (0.8, 0.6)
+    assert v.meta["pixel_spacing_fallback"] == {"1.dcm": "ImagerPixelSpacing", "2.dcm": "ImagerPixelSpacing"}
+    assert any("2 slice(s) without PixelSpacing use ImagerPixelSpacing" in r.getMessage() for r in caplog.records)
+
+    # Neither tag on one slice: it borrows the PixelSpacing of the same-size, same-orientation slices.
+    caplog.clear()
+    paths = write_series(tmp_path / "b", ramp(4, 8, 6), origin=(0, 0, 0), row_cosine=(1, 0, 0),
+                         col_cosine=(0, 1, 0), pixel_spacing=(0.7, 0.9))
+    _edit(paths[2], _drop_spacing)
+    with caplog.at_level("WARNING", logger="radspine.io.dicom"):
+        (v,) = read_series(tmp_path / "b")
+    assert v.shape == (4, 8, 6) and v.pixel_spacing == (0.7, 0.9)
+    assert v.meta["pixel_spacing_fallback"] == {"3.dcm": "series"}
+    assert "dropped_files" not in v.meta
+    (rec,) = [r for r in caplog.records if "same grid" in r.getMessage()]
+    assert "1 slice(s)" in rec.getMessage() and "[0.7, 0.9]" in rec.getMessage() and "3.dcm" in rec.getMessage()
+
+    # No slice of the same size to borrow from: that slice is dropped, naming the file and the size.
+    extra = write_series(tmp_path / "c", ramp(1, 5, 5), origin=(0, 0, 30), row_cosine=(1, 0, 0),
+                         col_cosine=(0, 1, 0), instance_numbers=[9])
+    _edit(extra[0], _drop_spacing)
+    write_series(tmp_path / "c", ramp(2, 8, 6), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0))
+    (v,) = read_series(tmp_path / "c")
+    assert v.instance_numbers.tolist() == [1, 2]
+    (drop,) = v.meta["dropped_files"]
+    assert drop["file"].endswith("9.dcm")
+    assert drop["error"].startswith("missing PixelSpacing (no ImagerPixelSpacing, and no slice of the series "
+                                    "with the same image size 5x5")
+
+
+def test_pixel_spacing_donors_that_disagree_drop_the_slice(tmp_path):
+    # Two same-size stacks with different spacing (a second FOV): borrowing would be a guess.
+    write_series(tmp_path / "s", ramp(2, 8, 8), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0),
+                 pixel_spacing=(0.5, 0.5))
+    write_series(tmp_path / "s", ramp(2, 8, 8), origin=(0, 0, 100), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0),
+                 pixel_spacing=(0.8, 0.8), instance_numbers=[3, 4])
+    paths = write_series(tmp_path / "s", ramp(1, 8, 8), origin=(0, 0, 50), row_cosine=(1, 0, 0),
+                         col_cosine=(0, 1, 0), instance_numbers=[5])
+    _edit(paths[0], _drop_spacing)
+    stacks = read_series(tmp_path / "s")
+    assert [v.instance_numbers.tolist() for v in stacks] == [[1, 2], [3, 4]]
+    (drop,) = stacks[0].meta["dropped_files"]
+    assert drop["file"].endswith("5.dcm") and "disagree" in drop["error"]
+    assert stacks[1].meta["dropped_files"] == stacks[0].meta["dropped_files"]
+
+
+def test_mixed_sizes_warn_and_split(tmp_path, caplog):
+    write_series(tmp_path / "s", ramp(3, 8, 8), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0))
+    write_series(tmp_path / "s", ramp(2, 6, 10), origin=(0, 0, 9), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0),
+                 instance_numbers=[4, 5])
+    with caplog.at_level("WARNING", logger="radspine.io.dicom"):
+        stacks = read_series(tmp_path / "s")
+    assert [v.shape for v in stacks] == [(3, 8, 8), (2, 6, 10)]
+    (rec,) = caplog.records
+    assert "slices have 2 image sizes (10x6: 2, 8x8: 3)" in rec.getMessage()
+
+
+def test_probe_series_folder(tmp_path):
+    assert probe_series_folder(tmp_path / "missing") == (0, False)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"\x00")
+    assert probe_series_folder(tmp_path / "empty") == (0, False)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "1.dcm").write_bytes(b"\x00" * 300)
+    (tmp_path / "junk" / "2.dcm").write_bytes(b"")
+    assert probe_series_folder(tmp_path / "junk") == (2, False)
+    write_series(tmp_path / "ok", ramp(2, 4, 4), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0))
+    (tmp_path / "ok" / "0.dcm").write_bytes(b"junk")
+    assert probe_series_folder(tmp_path / "ok") == (3, True)
+    assert looks_like_dicom(TEST_FILES / "MR_small.dcm") and not looks_like_dicom(tmp_path / "ok" / "0.dcm")

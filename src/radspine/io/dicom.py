@@ -4,12 +4,18 @@ pydicom (with the pylibjpeg / gdcm plugins) parses and decodes every transfer sy
 turns slices into consistent stacks. Slices are grouped by orientation, image size and in-plane grid,
 sorted by position along the slice normal (never by InstanceNumber), and split at gaps; slice spacing
 is measured from ImagePositionPatient because many real files lack SpacingBetweenSlices.
+
+Real series are partial: a corrupt, truncated or geometry-less slice is dropped (a warning naming the
+file and why, and ``Volume.meta["dropped_files"]``) instead of losing the whole series; only a series
+with no readable slice is a :class:`DicomError`. A slice without PixelSpacing takes ImagerPixelSpacing,
+else the PixelSpacing of the series' slices on the same grid (``Volume.meta["pixel_spacing_fallback"]``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +56,8 @@ class _Slice:
     position: np.ndarray  # (3,)
     row_cosine: np.ndarray  # (3,)
     col_cosine: np.ndarray  # (3,)
-    spacing: tuple[float, float]
+    spacing: tuple[float, float] | None  # None until a fallback fills it (see _fill_spacing)
+    spacing_source: str  # "PixelSpacing" | "ImagerPixelSpacing" | "series" (same-grid slices)
     instance: int | None
     pixels: np.ndarray  # (R, C) float32
     thickness: float | None
@@ -62,6 +69,12 @@ def _one_line(err: BaseException) -> str:
     return text[:200] if text else type(err).__name__
 
 
+def _candidate_files(folder: Path) -> list[Path]:
+    entries = [Path(e.path) for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+    dcm = [p for p in entries if p.suffix.lower() == ".dcm"]
+    return sorted(dcm or entries, key=lambda p: (len(p.name), p.name))
+
+
 def list_dicom_files(folder: str | Path) -> list[Path]:
     """Files of a series folder: the ``*.dcm`` files if any, else every non-hidden regular file.
 
@@ -70,12 +83,37 @@ def list_dicom_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(f"{folder}: series folder does not exist")
-    entries = [Path(e.path) for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
-    dcm = [p for p in entries if p.suffix.lower() == ".dcm"]
-    files = dcm or entries
+    files = _candidate_files(folder)
     if not files:
         raise DicomError(f"{folder}: empty series folder (no DICOM files)")
-    return sorted(files, key=lambda p: (len(p.name), p.name))
+    return files
+
+
+def looks_like_dicom(path: str | Path) -> bool:
+    """Whether a file starts like a DICOM Part 10 file (the ``DICM`` magic after the 128-byte preamble).
+
+    pydicom refuses files without it unless forced, so this is the same test :func:`read_series` applies,
+    at the cost of reading 132 bytes.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def probe_series_folder(folder: str | Path) -> tuple[int, bool]:
+    """(number of candidate files, whether one of them is a DICOM file) without decoding anything.
+
+    Cheap enough for a dataset scan: it stops at the first DICOM file. A missing folder gives (0, False).
+    """
+    folder = Path(folder)
+    try:
+        files = _candidate_files(folder)
+    except OSError:
+        return 0, False
+    return len(files), any(looks_like_dicom(p) for p in files)
 
 
 def _float_list(ds, keyword: str, n: int, path: Path) -> np.ndarray | None:
@@ -120,6 +158,8 @@ def _read_slice(path: Path) -> _Slice:
         ds = pydicom.dcmread(path)
     except InvalidDicomError as err:
         raise DicomError(f"{path}: not a DICOM file ({_one_line(err)})") from None
+    except OSError as err:
+        raise DicomError(f"{path}: cannot read file ({err.strerror or _one_line(err)})") from None
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for truncated/corrupt files
         raise DicomError(f"{path}: corrupt or truncated DICOM file ({_one_line(err)})") from None
 
@@ -132,16 +172,17 @@ def _read_slice(path: Path) -> _Slice:
 
     iop = _float_list(ds, "ImageOrientationPatient", 6, path)
     ipp = _float_list(ds, "ImagePositionPatient", 3, path)
+    source = "PixelSpacing"
     spacing = _float_list(ds, "PixelSpacing", 2, path)
     if spacing is None:
+        source = "ImagerPixelSpacing"
         spacing = _float_list(ds, "ImagerPixelSpacing", 2, path)
-    missing = [n for n, v in (("ImageOrientationPatient", iop), ("ImagePositionPatient", ipp),
-                              ("PixelSpacing", spacing)) if v is None]
+    missing = [n for n, v in (("ImageOrientationPatient", iop), ("ImagePositionPatient", ipp)) if v is None]
     if missing:
         raise DicomError(f"{path}: missing geometry tag(s) {', '.join(missing)}")
-    assert iop is not None and ipp is not None and spacing is not None
-    if np.any(spacing <= 0):
-        raise DicomError(f"{path}: non-positive PixelSpacing {spacing.tolist()}")
+    assert iop is not None and ipp is not None
+    if spacing is not None and np.any(spacing <= 0):
+        raise DicomError(f"{path}: non-positive {source} {spacing.tolist()}")
     row_cos, col_cos = iop[:3], iop[3:]
     nr, nc = np.linalg.norm(row_cos), np.linalg.norm(col_cos)
     if nr < 0.5 or nc < 0.5 or abs(float(row_cos @ col_cos)) / (nr * nc) > 0.01:
@@ -174,12 +215,65 @@ def _read_slice(path: Path) -> _Slice:
         position=ipp,
         row_cosine=row_cos / nr,
         col_cosine=col_cos / nc,
-        spacing=(float(spacing[0]), float(spacing[1])),
+        spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
+        spacing_source=source if spacing is not None else "series",
         instance=_instance_number(ds, path),
         pixels=pixels,
         thickness=_optional_float(ds, "SliceThickness"),
         meta=meta,
     )
+
+
+def _same_orientation(a: _Slice, b: _Slice) -> bool:
+    return (
+        np.max(np.abs(a.row_cosine - b.row_cosine)) < ORIENTATION_TOL
+        and np.max(np.abs(a.col_cosine - b.col_cosine)) < ORIENTATION_TOL
+    )
+
+
+def _names(paths: list[Path], n: int = 3) -> str:
+    shown = ", ".join(p.name for p in paths[:n])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > n else "")
+
+
+def _fill_spacing(folder: Path, slices: list[_Slice]) -> tuple[list[_Slice], list[tuple[Path, DicomError]]]:
+    """Give slices without (Imager)PixelSpacing the PixelSpacing of same-size, same-orientation slices.
+
+    Returns (usable slices, errors for slices no donor fits). Logs which fallback each slice used.
+    """
+    imager = [s.path for s in slices if s.spacing_source == "ImagerPixelSpacing"]
+    if imager:
+        log.warning("%s: %d slice(s) without PixelSpacing use ImagerPixelSpacing (%s)", folder, len(imager),
+                    _names(imager))
+    donors = [s for s in slices if s.spacing is not None]
+    kept: list[_Slice] = []
+    errors: list[tuple[Path, DicomError]] = []
+    borrowed: dict[tuple[float, float], list[Path]] = {}
+    for s in slices:
+        if s.spacing is not None:
+            kept.append(s)
+            continue
+        values: list[tuple[float, float]] = []
+        for d in donors:
+            if d.pixels.shape == s.pixels.shape and _same_orientation(d, s) and not any(
+                    np.allclose(d.spacing, v, rtol=1e-4, atol=1e-6) for v in values):
+                values.append(d.spacing)  # type: ignore[arg-type]
+        if len(values) == 1:
+            s.spacing = values[0]
+            borrowed.setdefault(values[0], []).append(s.path)
+            kept.append(s)
+        elif not values:
+            errors.append((s.path, DicomError(
+                f"{s.path}: missing PixelSpacing (no ImagerPixelSpacing, and no slice of the series with the "
+                f"same image size {s.pixels.shape[1]}x{s.pixels.shape[0]} and orientation has one)")))
+        else:
+            errors.append((s.path, DicomError(
+                f"{s.path}: missing PixelSpacing, and the series' slices with the same image size and "
+                f"orientation disagree ({', '.join(str(list(v)) for v in values)})")))
+    for value, paths in borrowed.items():
+        log.warning("%s: %d slice(s) without PixelSpacing or ImagerPixelSpacing use PixelSpacing %s of the "
+                    "series' slices on the same grid (%s)", folder, len(paths), list(value), _names(paths))
+    return kept, errors
 
 
 def _same_grid(a: _Slice, b: _Slice) -> bool:
@@ -251,10 +345,16 @@ def _split_along_normal(members: list[_Slice], normal: np.ndarray) -> list[list[
 
 
 def _to_volume(stack: list[_Slice], *, study_id: int, series_id: int, description: str,
-               stack_index: int) -> Volume:
+               stack_index: int, dropped: list[dict[str, str]]) -> Volume:
     ref = stack[0]
     meta = dict(ref.meta)
     meta["files"] = [s.path.name for s in stack]
+    fallback = {s.path.name: s.spacing_source for s in stack if s.spacing_source != "PixelSpacing"}
+    if fallback:
+        meta["pixel_spacing_fallback"] = fallback
+    if dropped:
+        meta["dropped_files"] = [dict(d) for d in dropped]
+    assert ref.spacing is not None
     return Volume(
         pixels=np.stack([s.pixels for s in stack]).astype(np.float32, copy=False),
         positions=np.stack([s.position for s in stack]),
@@ -279,12 +379,37 @@ def read_series(
     Stacks are split by orientation, image size / pixel spacing, in-plane grid and gaps along the
     normal; they are returned ordered by their smallest InstanceNumber (acquisition order) and
     numbered by ``stack_index``. ``series_id`` defaults to the folder name when it is a number.
-    Raises DicomError (one line naming the folder or file) for unusable input.
+
+    A slice that cannot be used (not DICOM, corrupt, truncated, undecodable, missing geometry) is
+    dropped with a warning; every stack lists them in ``meta["dropped_files"]`` as
+    ``{"file": path, "error": one-line reason}``. Raises DicomError (one line naming the folder or file)
+    when the folder is missing or empty, or when no slice is usable.
     """
     folder = Path(folder)
     if series_id is None:
         series_id = int(folder.name) if folder.name.isdigit() else 0
-    slices = [_read_slice(p) for p in list_dicom_files(folder)]
+    files = list_dicom_files(folder)
+    slices: list[_Slice] = []
+    errors: list[tuple[Path, DicomError]] = []
+    for p in files:
+        try:
+            slices.append(_read_slice(p))
+        except DicomError as err:
+            errors.append((p, err))
+    slices, spacing_errors = _fill_spacing(folder, slices)
+    errors.extend(spacing_errors)
+    order = {p: i for i, p in enumerate(files)}
+    errors.sort(key=lambda e: order.get(e[0], len(order)))
+    if not slices:
+        if len(errors) == 1:
+            raise errors[0][1]
+        raise DicomError(f"{folder}: no readable DICOM slice among {len(files)} files (first: {errors[0][1]})")
+    dropped = []
+    for path, err in errors:
+        log.warning("slice dropped: %s", err)
+        text = str(err)
+        prefix = f"{path}: "
+        dropped.append({"file": str(path), "error": text[len(prefix):] if text.startswith(prefix) else text})
 
     # InstanceNumber missing everywhere it cannot be recovered: number slices by file order so the
     # instance map stays a bijection, and say so.
@@ -306,9 +431,14 @@ def read_series(
                         seen[s.instance].name, s.path.name)
         seen[s.instance] = s.path
 
+    sizes = Counter(s.pixels.shape for s in slices)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{c}x{r}: {n}" for (r, c), n in sorted(sizes.items()))
+        log.warning("%s: slices have %d image sizes (%s); each size is its own stack", folder, len(sizes), shown)
     stacks = sorted(_group(slices), key=lambda st: min(s.instance or 0 for s in st))
     return [
-        _to_volume(st, study_id=study_id, series_id=series_id, description=description, stack_index=i)
+        _to_volume(st, study_id=study_id, series_id=series_id, description=description, stack_index=i,
+                   dropped=dropped)
         for i, st in enumerate(stacks)
     ]
 
