@@ -16,8 +16,13 @@ SERIES = {  # study → {series_id: description}
 }
 
 
-def write_dataset(root: Path, *, with_dicom: bool = False, seed: int = 0) -> Path:
-    """Two clean train studies (102 with two axial series) and one test study; returns root."""
+def write_dataset(root: Path, *, with_dicom: bool = True, seed: int = 0) -> Path:
+    """Two clean train studies (102 with two axial series) and one test study; returns root.
+
+    Each series folder holds two tiny slices; ``with_dicom=False`` leaves every series folder empty
+    (a partial download: no study has images). Study 101's spinal_canal_stenosis_l5_s1 cell is blank
+    while its coordinate row is kept (as 35 real cells are).
+    """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     grades = list(C.SEVERITIES)

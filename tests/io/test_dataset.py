@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 from dataset_builder import SERIES, edit_csv, write_dataset
+from dicom_writer import ramp, write_series
 
 from radspine import constants as C
 from radspine.errors import DatasetError, DicomError
@@ -31,8 +33,8 @@ def test_clean_dataset(root):
     st = ds.study(102, "train")
     assert [s.series_id for s in st.series_of_type("Axial T2")] == [13, 14]
     assert st.series[0].path == root / "train_images" / "102" / "11"
-    # The only problem in a clean dataset is the real-data quirk of two axial series.
-    assert kinds(ds) == {"duplicate_series_type": [(102, None)]}
+    # The only problems in a clean dataset are real-data quirks: two axial series, a blank grade with a point.
+    assert kinds(ds) == {"duplicate_series_type": [(102, None)], "blank_label_with_coordinates": [(101, 2)]}
     assert ds.usable
     assert ds.sample_submission is not None and len(ds.sample_submission) == 25
 
@@ -72,9 +74,11 @@ def test_findings_for_real_data_problems(root):
     # Study in train.csv without images.
     edit_csv(root / "train.csv", lambda df: pd.concat([df, df.iloc[[0]].assign(study_id="103")]))
     # Image folder without a description row, in a study without labels.
-    (root / "train_images" / "104" / "41").mkdir(parents=True)
+    write_series(root / "train_images" / "104" / "41", ramp(1, 4, 4), origin=(0, 0, 0), row_cosine=(1, 0, 0),
+                 col_cosine=(0, 1, 0))
     # Unknown description on a third series of 101.
-    (root / "train_images" / "101" / "4").mkdir()
+    write_series(root / "train_images" / "101" / "4", ramp(1, 4, 4), origin=(0, 0, 0), row_cosine=(1, 0, 0),
+                 col_cosine=(0, 1, 0))
     edit_csv(root / "train_series_descriptions.csv",
              lambda df: pd.concat([df, pd.DataFrame([["101", "4", "Coronal T2"]], columns=df.columns)]))
 
@@ -97,6 +101,14 @@ def test_findings_for_real_data_problems(root):
     assert got["few_coordinates"] == [(101, None), (103, None)]  # 20 rows; none at all
     assert got["stray_entry"] == [(900, None)]
     assert (104, None) in got["missing_series_type"]
+    # 101 lost its L5/S1 points (one of them on the blank cell); 103 has grades but no point at all.
+    graded = [(f.study_id, f.condition, f.level) for f in ds.findings if f.kind == "graded_without_coordinates"]
+    assert graded == [(101, c, "l5_s1") for c in C.CONDITIONS[1:]] + [
+        (103, c, lv) for c in C.CONDITIONS for lv in C.LEVELS if (c, lv) != (C.CONDITIONS[0], "l5_s1")]
+    assert "blank_label_with_coordinates" not in got
+    mism = ds.summary()["label_coordinate_mismatches"]
+    assert mism["blank_label_with_coordinates"] == {}
+    assert mism["graded_without_coordinates"] == {C.CONDITIONS[0]: 4, **{c: 6 for c in C.CONDITIONS[1:]}}
     # The study without images is still listed (downstream falls back), with no series.
     assert ds.study(103, "train").series == ()
     assert [s.study_id for s in ds.studies("train")] == [101, 102, 103, 104]
@@ -179,20 +191,61 @@ def test_empty_csv_and_missing_root(root, tmp_path):
         Dataset.open(tmp_path / "bare")
 
 
-def test_batch_skips_bad_series_and_goes_on(tmp_path):
+def test_batch_drops_bad_slices_skips_bad_series_and_goes_on(tmp_path):
     root = write_dataset(tmp_path / "data", with_dicom=True)
-    bad = root / "train_images" / "101" / "2" / "1.dcm"
-    bad.write_bytes(b"not a dicom file at all" * 10)
+    (root / "train_images" / "101" / "2" / "1.dcm").write_bytes(b"not a dicom file at all" * 10)
+    for name in ("1.dcm", "2.dcm"):  # every slice of 101/3 unreadable: the series is skipped
+        (root / "train_images" / "101" / "3" / name).write_bytes(b"\x00" * 128 + b"DICM" + b"\x00" * 20)
     ds = Dataset.open(root)
     out = list(iter_studies(ds.studies("train")))
     assert [st.study_id for st, _, _ in out] == [101, 102]
     vols_101, found_101 = out[0][1], out[0][2]
-    assert sorted(vols_101) == [1, 3]  # series 2 skipped
-    assert [(f.kind, f.series_id) for f in found_101] == [("unreadable_series", 2)]
-    assert "1.dcm: not a DICOM file" in found_101[0].message
+    assert sorted(vols_101) == [1, 2]  # series 2 kept with its good slice, series 3 skipped
+    assert vols_101[2][0].instance_numbers.tolist() == [2]
+    assert [(f.kind, f.series_id) for f in found_101] == [("dropped_slice", 2), ("unreadable_series", 3)]
+    drop, skip = found_101
+    assert drop.file == str(root / "train_images" / "101" / "2" / "1.dcm")
+    assert "1.dcm: not a DICOM file" in drop.message and "series 2 keeps 1 slice(s)" in drop.message
+    assert "no readable DICOM slice among 2 files" in skip.message
+    assert all("\n" not in f.message for f in found_101)
     vols_102 = out[1][1]
     assert sorted(vols_102) == [11, 12, 13, 14] and out[1][2] == []
     v = vols_102[13][0]
     assert (v.study_id, v.series_id, v.description, v.shape) == (102, 13, "Axial T2", (2, 8, 8))
-    with pytest.raises(DicomError, match=r"101/2/1\.dcm"):
+    with pytest.raises(DicomError, match=r"101/3: no readable DICOM slice"):
         read_study(ds.study(101, "train"), skip_errors=False)
+    # A dropped slice is not an error even without skip_errors: the series was read.
+    st = ds.study(101, "train")
+    _, found = read_study(dataclasses.replace(st, series=st.series[:2]), skip_errors=False)
+    assert [f.kind for f in found] == ["dropped_slice"]
+
+
+def test_empty_series_folders_are_no_images(tmp_path):
+    root = write_dataset(tmp_path / "data", with_dicom=False)
+    ds = Dataset.open(root)
+    assert not ds.usable and ds.summary()["usable"] is False
+    got = kinds(ds)
+    assert got["study_without_images"] == [(101, None), (102, None), (900, None)]
+    assert len(got["empty_series_folder"]) == 10
+    assert "missing_series_type" not in got and "duplicate_series_type" not in got
+    assert all(st.series == () for split in ds.splits for st in ds.studies(split))
+    summ = ds.summary()["splits"]
+    assert summ["train"]["studies_with_images"] == 0 and summ["train"]["empty_series_folders"] == 7
+    assert summ["test"]["series"] == 0 and summ["test"]["empty_series_folders"] == 3
+    msg = next(f.message for f in ds.findings if f.kind == "study_without_images" and f.study_id == 102)
+    assert msg.startswith("train study 102: all 4 series folder(s) of ") and "hold no DICOM file" in msg
+
+    # One study with images makes the dataset usable; a folder of non-DICOM files is still empty.
+    write_series(root / "train_images" / "101" / "1", ramp(2, 4, 4), origin=(0, 0, 0), row_cosine=(1, 0, 0),
+                 col_cosine=(0, 1, 0))
+    (root / "train_images" / "101" / "2" / "1.dcm").write_bytes(b"\x00" * 200)
+    (root / "train_images" / "101" / "2" / "2.dcm").write_bytes(b"")
+    ds = Dataset.open(root)
+    assert ds.usable
+    assert [s.series_id for s in ds.study(101, "train").series] == [1]
+    empty = {f.series_id: f.message for f in ds.findings if f.kind == "empty_series_folder" and f.study_id == 101}
+    assert empty[2].endswith("101/2: series folder holds 2 file(s), none of them DICOM; treated as no images")
+    assert empty[3].endswith("101/3: series folder is empty; treated as no images")
+    assert {(f.kind, f.study_id) for f in ds.findings if f.kind == "missing_series_type"} == {
+        ("missing_series_type", 101)}  # 101 now lacks its T2/STIR and axial series
+    assert ds.summary()["splits"]["train"]["studies_with_images"] == 1

@@ -34,7 +34,11 @@ def test_json_summary_counts(root):
         "Severe": spinal.count("Severe"), "missing": spinal.count(""),
     }
     assert out["coordinate_rows"] == 50
-    assert out["findings"] == {"duplicate_series_type": 1}
+    assert out["findings"] == {"duplicate_series_type": 1, "blank_label_with_coordinates": 1}
+    assert out["label_coordinate_mismatches"] == {
+        "blank_label_with_coordinates": {"spinal_canal_stenosis": 1}, "graded_without_coordinates": {}}
+    blank = next(f for f in out["findings_list"] if f["kind"] == "blank_label_with_coordinates")
+    assert (blank["study_id"], blank["condition"], blank["level"]) == (101, "spinal_canal_stenosis", "l5_s1")
     assert out["findings_list"][0]["study_id"] == 102
     # First study of each split decoded: 3 train series + 3 test series, one stack each.
     assert out["dicom_series_read"] == {"1 stack": 6}
@@ -49,7 +53,10 @@ def test_human_summary_lists_findings(root, tmp_path):
     assert res.exit_code == 0, res.output
     assert "Studies and series" in res.stdout and "spinal_canal_stenosis" in res.stdout
     assert "duplicate_series_type (1)" in res.stdout
-    assert "unreadable_series (1)" in res.stdout and "1.dcm: not a DICOM file" in res.stdout
+    # One bad slice costs that slice, not the series.
+    assert "unreadable_series" not in res.stdout
+    assert "dropped_slice (1)" in res.stdout and "1.dcm: not a DICOM file" in res.stdout
+    assert "series 2 keeps 1 slice(s)" in res.stdout
     assert "usable" in res.stdout
 
 
@@ -62,6 +69,17 @@ def test_broken_csv_exits_2_with_one_line(root, tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1
     assert "train.csv, row 1 (line 2), column 'spinal_canal_stenosis_l1_l2': unknown value 'Bad'" in lines[0]
+
+
+def test_only_empty_series_folders_is_unusable(tmp_path):
+    root = write_dataset(tmp_path / "data", with_dicom=False)
+    res = runner.invoke(app, ["inspect", str(root), "--json", "--read-dicom", "3"])
+    assert res.exit_code == 1
+    out = json.loads(res.stdout)
+    assert out["usable"] is False
+    assert out["splits"]["train"]["studies_with_images"] == 0 and out["splits"]["train"]["empty_series_folders"] == 7
+    assert out["findings"]["empty_series_folder"] == 10 and out["findings"]["study_without_images"] == 3
+    assert "no study with images" in res.stderr
 
 
 def test_no_studies_is_unusable(tmp_path):

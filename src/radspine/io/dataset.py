@@ -8,6 +8,9 @@ Layout under a root folder (either split may be absent)::
 
 A CSV that breaks its schema is a :class:`DatasetError` naming file, row and column. Problems real data
 has (missing images, extra series, few coordinates...) become :class:`Finding` records instead.
+
+A series folder that is empty or holds no DICOM file (real downloads are often partial) counts as no
+images: it is left out of :attr:`Study.series`, and a study left with no series is a study without images.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 
 from radspine import constants as C
 from radspine.errors import DatasetError, DicomError
+from radspine.io.dicom import probe_series_folder
 from radspine.types import SeriesInfo, Study, Volume
 
 log = logging.getLogger(__name__)
@@ -33,8 +37,9 @@ SPLITS: tuple[str, ...] = ("train", "test")
 
 # Finding kinds, each one a problem real competition data has; none stops the pipeline.
 FINDING_KINDS: dict[str, str] = {
-    "study_without_images": "study listed in a CSV has no image folder",
+    "study_without_images": "study listed in a CSV has no image folder, or all its series folders are empty",
     "series_without_images": "series listed in *_series_descriptions.csv has no image folder",
+    "empty_series_folder": "series folder is empty or holds no DICOM file (left out of the study)",
     "series_without_description": "image folder has no *_series_descriptions.csv row",
     "unknown_description": "series description is not one of the three known types",
     "duplicate_series_type": "study has more than one series of a type",
@@ -44,9 +49,12 @@ FINDING_KINDS: dict[str, str] = {
     "coordinate_unexpected_series": "coordinate row lies on a series type not expected for its condition",
     "duplicate_coordinate": "more than one coordinate row for a study × condition × level",
     "few_coordinates": "study has fewer than 25 coordinate rows",
+    "blank_label_with_coordinates": "train.csv cell is blank but train_label_coordinates.csv has a point for it",
+    "graded_without_coordinates": "train.csv cell is graded but train_label_coordinates.csv has no point for it",
     "stray_entry": "unexpected file or folder inside an images folder",
     "missing_file": "an expected CSV is absent",
     "unreadable_series": "a series could not be read as DICOM",
+    "dropped_slice": "a slice could not be read and was left out of its series",
 }
 
 
@@ -60,6 +68,8 @@ class Finding:
     study_id: int | None = None
     series_id: int | None = None
     file: str | None = None
+    condition: str | None = None  # snake key, for label/coordinate findings
+    level: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON)."""
@@ -320,6 +330,7 @@ class Dataset:
             for sid in sorted(set(labels["study_id"].tolist()) - set(coords["study_id"].tolist())):
                 findings.append(Finding("few_coordinates", f"study {sid} has 0 coordinate rows "
                                         f"(< {len(C.LABEL_COLUMNS)})", split="train", study_id=sid))
+            _cross_check_labels(labels, coords, findings)
         return cls(root, labels=labels, coordinates=coords, descriptions=descriptions,
                    sample_submission=sample, studies=studies, findings=findings)
 
@@ -391,6 +402,8 @@ class Dataset:
                 "studies": len(studies),
                 "studies_with_images": sum(1 for st in studies if st.series),
                 "series": sum(len(st.series) for st in studies),
+                "empty_series_folders": sum(1 for f in self.findings
+                                            if f.kind == "empty_series_folder" and f.split == split),
                 "series_per_type": dict(sorted(types.items())),
             }
         labels: dict[str, dict[str, int]] = {}
@@ -402,13 +415,19 @@ class Dataset:
             labels[cond] = counts
         out["labels"] = labels
         out["coordinate_rows"] = int(len(self.coordinates))
-        out["findings"] = {k: len(v) for k, v in self.findings_by_kind().items()}
+        groups = self.findings_by_kind()
+        out["findings"] = {k: len(v) for k, v in groups.items()}
+        # Label/coordinate mismatches per condition: which labels a localizer trained on points lacks.
+        out["label_coordinate_mismatches"] = {
+            kind: dict(sorted(Counter(f.condition for f in groups.get(kind, [])).items()))
+            for kind in ("blank_label_with_coordinates", "graded_without_coordinates")
+        }
         out["usable"] = self.usable
         return out
 
     @property
     def usable(self) -> bool:
-        """True when at least one split holds a study with images."""
+        """True when at least one split holds a study with images (a non-empty DICOM series folder)."""
         return any(st.series for split in self.splits for st in self.studies(split))
 
     def _check_split(self, split: str) -> None:
@@ -449,11 +468,20 @@ def _scan_split(root: Path, split: str, desc: pd.DataFrame, extra_ids: set[int],
         series_dirs = _numeric_dirs(sdir, split, findings, study_id=sid)
         rows = listed.get(sid, {})
         series: list[SeriesInfo] = []
+        n_empty = 0
         for ser in sorted(set(series_dirs) | set(rows)):
             if ser not in series_dirs:
                 findings.append(Finding("series_without_images", f"{split} study {sid} series {ser} "
                                         f"({rows[ser]}) has no folder {sdir / str(ser)}",
                                         split=split, study_id=sid, series_id=ser))
+                continue
+            n_files, has_dicom = probe_series_folder(series_dirs[ser])
+            if not has_dicom:
+                n_empty += 1
+                what = "is empty" if n_files == 0 else f"holds {n_files} file(s), none of them DICOM"
+                findings.append(Finding("empty_series_folder", f"{series_dirs[ser]}: series folder {what}; "
+                                        "treated as no images", split=split, study_id=sid, series_id=ser,
+                                        file=str(series_dirs[ser])))
                 continue
             description = rows.get(ser, "")
             if ser not in rows:
@@ -466,6 +494,14 @@ def _scan_split(root: Path, split: str, desc: pd.DataFrame, extra_ids: set[int],
                                         series_id=ser))
             series.append(SeriesInfo(study_id=sid, series_id=ser, description=description,
                                      path=series_dirs[ser]))
+        if not series:
+            # Like a study without a folder: no per-type findings, downstream falls back to priors.
+            what = (f"all {n_empty} series folder(s) of {sdir} are empty or hold no DICOM file" if n_empty
+                    else f"{sdir} holds no series folder")
+            findings.append(Finding("study_without_images", f"{split} study {sid}: {what}", split=split,
+                                    study_id=sid, file=str(sdir)))
+            studies[sid] = Study(study_id=sid, split=split, path=sdir, series=())
+            continue
         types = Counter(s.description for s in series)
         for t in C.SERIES_TYPES:
             if types[t] > 1:
@@ -508,6 +544,39 @@ def _join_coordinates(coords: pd.DataFrame, desc: pd.DataFrame, findings: list[F
                 "series_description"]].reset_index(drop=True)
 
 
+def _cross_check_labels(labels: pd.DataFrame, coords: pd.DataFrame, findings: list[Finding]) -> None:
+    """One finding per study × condition × level whose grade and coordinate disagree on being present.
+
+    Only studies with a train.csv row are checked (studies without any are already findings).
+    """
+    wide = labels.sort_values("study_id", kind="stable")
+    n = len(wide)
+    long = pd.DataFrame({
+        "study_id": np.repeat(wide["study_id"].to_numpy(), len(C.LABEL_COLUMNS)),
+        "column": np.tile(np.array(C.LABEL_COLUMNS, dtype=object), n),
+        "condition": np.tile(np.repeat(np.array(C.CONDITIONS, dtype=object), len(C.LEVELS)), n),
+        "level": np.tile(np.tile(np.array(C.LEVELS, dtype=object), len(C.CONDITIONS)), n),
+        "grade": wide[list(C.LABEL_COLUMNS)].to_numpy(dtype=np.float64).reshape(-1),
+    })
+    first = coords.drop_duplicates(subset=["study_id", "condition", "level"], keep="first")
+    # A left merge keeps the left order: study_id, then competition column order.
+    merged = long.merge(first[["study_id", "condition", "level", "series_id"]],
+                        on=["study_id", "condition", "level"], how="left")
+    has_point = merged["series_id"].notna().to_numpy()
+    blank = merged["grade"].isna().to_numpy()
+    for r, point, is_blank in zip(merged.itertuples(index=False), has_point, blank, strict=True):
+        if is_blank and point:
+            findings.append(Finding("blank_label_with_coordinates", f"study {r.study_id} {r.condition} {r.level}: "
+                                    f"train.csv cell {r.column} is blank but series {int(r.series_id)} has a "
+                                    "coordinate for it", split="train", study_id=int(r.study_id),
+                                    series_id=int(r.series_id), condition=r.condition, level=r.level))
+        elif not is_blank and not point:
+            findings.append(Finding("graded_without_coordinates", f"study {r.study_id} {r.condition} {r.level}: "
+                                    f"graded {C.SEVERITIES[int(r.grade)]!r} in train.csv but has no row in "
+                                    "train_label_coordinates.csv", split="train", study_id=int(r.study_id),
+                                    condition=r.condition, level=r.level))
+
+
 # ---------------------------------------------------------------- reading volumes in a batch
 
 
@@ -521,6 +590,8 @@ def read_study(
 
     With ``skip_errors`` a series that raises DicomError is logged, reported as an
     ``unreadable_series`` finding and left out, so a batch goes on; otherwise the error propagates.
+    Slices the reader dropped (``Volume.meta["dropped_files"]``) become ``dropped_slice`` findings
+    either way: the series itself was read.
     """
     if reader is None:
         from radspine.io.dicom import read_series as reader
@@ -528,14 +599,22 @@ def read_study(
     findings: list[Finding] = []
     for s in study.series:
         try:
-            volumes[s.series_id] = reader(s.path, study_id=study.study_id, series_id=s.series_id,
-                                          description=s.description)
+            vols = reader(s.path, study_id=study.study_id, series_id=s.series_id, description=s.description)
         except DicomError as err:
             if not skip_errors:
                 raise
             log.warning("study %d series %d skipped: %s", study.study_id, s.series_id, err)
             findings.append(Finding("unreadable_series", str(err), split=study.split,
                                     study_id=study.study_id, series_id=s.series_id, file=str(s.path)))
+            continue
+        volumes[s.series_id] = vols
+        # Every stack of a series carries the same list; report it once.
+        kept = sum(v.shape[0] for v in vols)
+        for d in (vols[0].meta.get("dropped_files", []) if vols else []):
+            findings.append(Finding("dropped_slice", f"{d['file']}: {d['error']} (slice left out; study "
+                                    f"{study.study_id} series {s.series_id} keeps {kept} slice(s))",
+                                    split=study.split, study_id=study.study_id, series_id=s.series_id,
+                                    file=d["file"]))
     return volumes, findings
 
 
