@@ -45,6 +45,40 @@ _TISSUE: dict[str, tuple[float, float, float]] = {
 }
 CONTRASTS: tuple[str, ...] = ("T1", "T2", "STIR")
 
+# Integer tissue labels of :meth:`Patient.labels` (0 = background, outside the body). "marrow" is the
+# vertebral-body marrow, "post_marrow" that of the posterior elements; "nucleus" the disc nucleus.
+TISSUE_LABELS: dict[str, int] = {
+    "background": 0, "cortex": 1, "marrow": 2, "post_marrow": 3, "annulus": 4, "nucleus": 5, "csf": 6,
+    "cord": 7, "nerve": 8, "fat": 9, "muscle": 10, "viscera": 11, "vessel": 12, "ligament": 13, "joint_fluid": 14,
+}
+# Coarse groups of TISSUE_LABELS, for trainers that want few classes.
+LABEL_GROUPS: dict[str, tuple[int, ...]] = {
+    "bone": (1, 2, 3), "disc": (4, 5), "csf": (6, 14), "cord_roots": (7, 8), "fat": (9,), "muscle": (10,),
+    "soft_tissue": (11, 12, 13),
+}
+# Every tissue a random intensity table must give a value for.
+TABLE_TISSUES: tuple[str, ...] = tuple(k for k in TISSUE_LABELS if k != "background")
+
+
+def real_table(contrast: str) -> dict[str, float]:
+    """The phantom's usual relative tissue signal of a contrast, as an intensity table (mid-age marrow,
+    a well-hydrated nucleus)."""
+    ci = CONTRASTS.index(contrast)
+    t = {k: v[ci] for k, v in _TISSUE.items()}
+    t["marrow"] = (0.675, 0.455, 0.205)[ci]
+    t["nucleus"] = (0.38, 0.78, 0.78)[ci]
+    return t
+
+
+def random_table(rng: np.random.Generator, contrast: str) -> dict[str, float]:
+    """A random tissue-intensity table (domain randomisation): half the time the real table of ``contrast``
+    jittered per tissue (x0.6-1.6, log-uniform), otherwise every tissue uniform in [0.02, 1] (any ordering)."""
+    jitter = rng.random() < 0.5
+    base = real_table(contrast)
+    f = np.exp(rng.uniform(np.log(0.6), np.log(1.6), len(TABLE_TISSUES)))
+    u = rng.uniform(0.02, 1.0, len(TABLE_TISSUES))
+    return {k: float(min(base[k] * f[i], 1.2) if jitter else u[i]) for i, k in enumerate(TABLE_TISSUES)}
+
 
 def _ramp(signed: np.ndarray, pw: float) -> np.ndarray:
     """Partial-volume membership from a signed inside-distance (mm): 0 outside, 1 inside, linear over a pixel."""
@@ -457,7 +491,14 @@ class Patient:
         return self.to_world(self.s_disc[disc], self.canal_center_d(disc), 0.0)
 
     # ----------------------------------------------------------------------------- rendering
-    def render(self, pts: np.ndarray, contrast: str, pw: float, slab: np.ndarray | None = None) -> np.ndarray:
+    def labels(self, pts: np.ndarray) -> np.ndarray:
+        """Integer tissue label (N,) uint8 (:data:`TISSUE_LABELS`) at world points ``pts`` (N, 3): the structure
+        whose painted shape contains each point's centre (no partial volume, texture or flow voids)."""
+        v = self.render(pts, "T2", 1e-4, labels=True)
+        return np.clip(np.rint(v), 0, 255).astype(np.uint8)
+
+    def render(self, pts: np.ndarray, contrast: str, pw: float, slab: np.ndarray | None = None,
+               table: dict[str, float] | None = None, *, labels: bool = False) -> np.ndarray:
         """Noise-free relative signal (N,) float32 of the contrast at world points ``pts`` (N, 3).
 
         ``pw`` is the in-plane partial-volume edge width (about one pixel, mm). ``slab`` (N, 3) is a
@@ -466,9 +507,21 @@ class Patient:
         of a thick slice; 3 points cost 50 % more render time for little visible change). The large
         smooth structures (torso, muscles, vessels) use the centre plane only: their blur costs time but
         changes little.
+
+        ``table`` (tissue -> value for every name in :data:`TABLE_TISSUES`) replaces the contrast's tissue
+        signal (domain randomisation; the nucleus still darkens with dehydration). ``labels`` paints the
+        integer codes of :data:`TISSUE_LABELS` instead (use a tiny ``pw``; see :meth:`labels`).
         """
         ci = CONTRASTS.index(contrast)
-        tv = {k: v[ci] for k, v in _TISSUE.items()}
+        if labels:
+            tv = {k: float(v) for k, v in TISSUE_LABELS.items()}
+            tv["_mode"] = "label"
+        elif table is not None:
+            tv = {k: float(table[k]) for k in TABLE_TISSUES}
+            tv["_mode"] = "table"
+        else:
+            tv = {k: v[ci] for k, v in _TISSUE.items()}
+            tv["_mode"] = "real"
         s, d, lx = (a.astype(np.float32) for a in self.spine_coords(pts))
         img = np.zeros(len(s), dtype=np.float32)
         size = self.size
@@ -580,7 +633,7 @@ class Patient:
             _ramp(np.minimum(3.5 * size - alx, np.minimum(d - dpost0 - 1, dpost0 + 34 * size - d)), pw)
             * _ramp(np.abs(ds) - hd / 2 - 4.5 * size, pw),
         )
-        _paint(img, inner * self._texture(s, d, lx, 0.06), tv["post_marrow"])
+        _paint(img, inner * self._tex(tv, s, d, lx, 0.06), tv["post_marrow"])
         # Facet joints at each disc: an oblique fluid line inside the articular processes.
         fj = np.abs(alx - (cw / 2 + 8 * size) - 0.45 * (d - dpost0)) < 0.8
         fj &= (np.abs(ds) < hd / 2 + 9 * size) & (d > dpost0 - 7 * size) & (d < dpost0 + 7 * size)
@@ -620,7 +673,7 @@ class Patient:
         q = (lx / half_w) ** 2 + ((d - dc) / half_ap) ** 2
         sac = _ramp((1 - q) * half_ap / 2, pw) * sac_tail
         _paint(img, sac, tv["csf"])
-        if ci:  # flow voids show on T2/STIR only (CSF is dark on T1 anyway)
+        if ci and tv["_mode"] != "label":  # flow voids show on T2/STIR only (CSF is dark on T1 anyway)
             for fs, fd, fx, fr, depth in self.flow:
                 q = ((s - fs) / (2 * fr)) ** 2 + ((d - dc - fd * half_ap) / fr) ** 2 + ((lx - fx) / fr) ** 2
                 _paint(img, _ramp((1 - q) * fr / 2, pw) * sac, tv["csf"] * (1 - depth))
@@ -648,7 +701,8 @@ class Patient:
         _paint(img, body, tv["cortex"])
         q = (lx / (alat - 1.3)) ** 4 + (d / (aap - 1.3)) ** 4
         marrow = _ramp((1 - q) * aap / 4, pw) * _ramp(np.abs(ds) - hd / 2 - 1.3, pw)
-        _paint(img, marrow, self.marrow[ci] * self._texture(s, d, lx, 0.07))
+        marrow_v = self.marrow[ci] if tv["_mode"] == "real" else tv["marrow"]
+        _paint(img, marrow, marrow_v * self._tex(tv, s, d, lx, 0.07))
         if self.var.transitional == "lumbarized":
             # A formed S1/S2 disc: a sixth "lumbar" disc in the sacrum makes level counting ambiguous.
             h12 = 0.6 * self.h_disc[-1]
@@ -656,7 +710,8 @@ class Patient:
             band = _ramp(h12 / 2 - np.abs(s - s12), pw) * body
             _paint(img, band, tv["annulus"])
             q = (lx / (0.5 * self.a_lat)) ** 2 + (d / (0.45 * a_ap)) ** 2 + ((s - s12) / (0.3 * h12)) ** 2
-            _paint(img, _ramp((1 - q) * h12 * 0.15, pw) * band, (0.3 + 0.6 * 0.5) if ci else 0.34)
+            nv = ((0.3 + 0.6 * 0.5) if ci else 0.34) if tv["_mode"] == "real" else tv["nucleus"]
+            _paint(img, _ramp((1 - q) * h12 * 0.15, pw) * band, nv)
         bulge = (d_ant - d_ant0) + 1.0
         cp = np.clip(1 - (lx / (cw / 2 + 3)) ** 2, 0, None)
         a_post = np.where(d > 0, a_ap + bulge * cp, a_ap)
@@ -664,10 +719,19 @@ class Patient:
         disc = _ramp((1 - q) * a_ap / 4, pw) * _ramp(hd / 2 + 0.3 - np.abs(ds), pw)
         _paint(img, disc, tv["annulus"])
         hyd = self.hydration[j].astype(np.float32)
-        nuc_v = (0.3 + 0.6 * hyd) if ci else (0.28 + 0.12 * hyd)
+        if tv["_mode"] == "real":
+            nuc_v = (0.3 + 0.6 * hyd) if ci else (0.28 + 0.12 * hyd)
+        elif tv["_mode"] == "table":
+            nuc_v = tv["nucleus"] * (0.45 + 0.55 * hyd)
+        else:
+            nuc_v = tv["nucleus"]
         q = (lx / (0.55 * self.a_lat)) ** 2 + (d / (0.5 * a_ap)) ** 2 + (ds / (0.3 * hd)) ** 2
         _paint(img, _ramp((1 - q) * hd * 0.15, pw) * disc, nuc_v)
         return img
+
+    def _tex(self, tv: dict, s, d, lx, amp: float) -> np.ndarray | float:
+        """Marrow texture, or 1 for label maps (a label is one code)."""
+        return 1.0 if tv["_mode"] == "label" else self._texture(s, d, lx, amp)
 
     def _texture(self, s, d, lx, amp: float) -> np.ndarray:
         """Smooth multiplicative texture 1 +- amp from three random plane waves."""

@@ -51,6 +51,22 @@ class QuirkConfig:
         motion_ghosting: probability, per series, of periodic motion ghosts along the phase-encode direction.
         wrap_around: probability, per series, of aliasing: anatomy beyond the field of view along the
             phase-encode direction folds onto the opposite edge.
+
+    Harder variations for localizer work (all 0 by default, so the default phantom is unchanged):
+
+        spine_offcentre: probability, per study, that the sagittal FOV is planned off the spine: its centre
+            moves by up to +-60 mm along AP and SI (uniform), so lumbar structures can sit near or past an edge.
+        large_fov: probability, per sagittal series, of a large field of view (300-450 mm; small anatomy).
+        spine_cropped: probability, per study, that the sagittal FOV misses the lumbar spine altogether (planned
+            over the thoracic spine, or below the sacrum): no disc L1/L2-L5/S1, canal or foramen label point
+            lies inside the sagittal images; their coordinate rows are dropped.
+        random_contrast: probability, per study, of a random tissue-intensity table per contrast (domain
+            randomisation, SynthSeg-like): half such studies jitter the real T1/T2/STIR table (x0.6-1.6 per
+            tissue, orderings mostly kept), half draw every tissue uniformly in [0.02, 1] (any ordering).
+        axial_lower_only: probability, per study, that the main axial series covers only the lowest 2-3 discs
+            (upper-level subarticular points then have no axial slice and lose their coordinate rows).
+        compressed: probability, per series, of a compressed transfer syntax (JPEG-LS lossless 50 %, JPEG 2000
+            lossless 35 %, RLE lossless 15 %); pixel values are unchanged.
     """
 
     blank_labels: float = 1.0
@@ -74,6 +90,12 @@ class QuirkConfig:
     wide_intensity: float = 0.1
     motion_ghosting: float = 0.05
     wrap_around: float = 0.05
+    spine_offcentre: float = 0.0
+    large_fov: float = 0.0
+    spine_cropped: float = 0.0
+    random_contrast: float = 0.0
+    axial_lower_only: float = 0.0
+    compressed: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -93,4 +115,13 @@ class QuirkConfig:
         on = {f.name: 1.0 for f in fields(cls)}
         on.update(blank_labels=0.0, missing_coords=0.0, no_axial=0.0, axial_split=0.0, two_axial=0.0,
                   second_sag_t1=0.0, missing_tag=0.0, label_noise=0.45, click_noise_mm=2.0)
+        # Localizer-hardness variations stay off: they move or drop label points, which all_on() promises not to.
+        on.update(spine_offcentre=0.0, large_fov=0.0, spine_cropped=0.0, random_contrast=0.0, axial_lower_only=0.0,
+                  compressed=0.0)
         return cls(**on)
+
+    @classmethod
+    def rsna(cls) -> QuirkConfig:
+        """Defaults of ``preset="rsna"``: the default rates plus real-like compressed series (40 %), some
+        lower-discs-only axial series (15 %) and some off-centre spines (15 %)."""
+        return cls(compressed=0.4, axial_lower_only=0.15, spine_offcentre=0.15)

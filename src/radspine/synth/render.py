@@ -38,6 +38,9 @@ class SeriesPlan:
     ghosting: bool = False  # periodic motion ghosts along the phase-encode axis
     wrap: bool = False  # aliasing of anatomy beyond the FOV along the phase-encode axis
     phase_axis: int = 1  # 0: phase encoding along rows (image y), 1: along columns (image x)
+    table: dict | None = None  # random tissue-intensity table (domain randomisation); None = real contrast
+    transfer_syntax: str = ""  # "" uncompressed | "jpegls" | "j2k" | "rle"
+    bits_stored: int | None = None  # None: 12 or 16 from the pixel range; 16 = full 16-bit data (preset rsna)
     extra: dict = field(default_factory=dict)
 
     def volumes(self) -> list[Volume]:
@@ -72,21 +75,43 @@ def _stack(center: np.ndarray, row: np.ndarray, col: np.ndarray, offsets: np.nda
     return center[None] + offsets[:, None] * normal[None] + corner[None]
 
 
+def lumbar_points(pat: Patient) -> np.ndarray:
+    """World points (N, 3) of every lumbar label structure: disc centres, canal and foramen points, L1/L2-L5/S1."""
+    pts = []
+    for lv in LEVELS:
+        di = LEVEL_DISC[lv]
+        pts += [pat.to_world(pat.s_disc[di], 0.0, 0.0), pat.canal_point(di), pat.foramen_center(di, "left"),
+                pat.foramen_center(di, "right")]
+    return np.array(pts)
+
+
 def plan_sagittal(rng: np.random.Generator, pat: Patient, size: int, description: str, contrast: str,
                   series_id: int, series_number: int, *, thin: tuple[float, float] | None = None,
-                  flip: int = 0) -> SeriesPlan:
+                  flip: int = 0, matrix: tuple[int, int] | None = None, fov: float | None = None,
+                  n_slices: int | None = None, shift: tuple[float, float] = (0.0, 0.0), crop: int = 0) -> SeriesPlan:
     """15-17 parallel sagittal slices 3.5-4.5 mm apart centred near the midline, slightly oblique.
 
     ``thin`` (two uniform draws in [0, 1), from a variation stream) makes a thin-slice protocol instead:
     30-80 contiguous slices 1-2 mm apart covering 70-110 mm. ``flip`` 1: columns run anterior, 2: rows run
     superior (ImageOrientationPatient says so; world geometry is unchanged).
+
+    ``matrix`` (rows, cols) replaces the ``size`` x ``size`` grid; ``fov`` (mm, along the longer image side)
+    sets square pixels of ``fov / max(rows, cols)``; ``n_slices`` replaces the 15-17 slice count (not for thin
+    protocols). ``shift`` (AP, SI mm) moves the FOV centre off the spine (+ = posterior, superior). ``crop``
+    +1 / -1 places the FOV wholly above / below every lumbar label point (:func:`lumbar_points`) with a
+    15 mm margin. All of them leave the stream of ``rng`` as it is.
     """
     n = int(rng.integers(15, 18))
     gap = rng.uniform(3.5, 4.5)
+    if n_slices is not None:
+        n = int(n_slices)
     if thin is not None:
         gap = 1.0 + thin[0]
         n = int(np.clip(round((70.0 + 40.0 * thin[1]) / gap), 30, 80))
     px = rng.uniform(190.0, 230.0) / size  # FOV 190-230 mm: 0.74-0.9 mm pixels at 256 px
+    rows_n, cols_n = (size, size) if matrix is None else (int(matrix[0]), int(matrix[1]))
+    if fov is not None:
+        px = float(fov) / max(rows_n, cols_n)
     yaw = np.deg2rad(rng.normal(0.0, 2.0))
     row = np.array([np.sin(yaw), np.cos(yaw), 0.0])  # columns run posterior
     col = np.array([0.0, 0.0, -1.0])  # rows run inferior
@@ -98,27 +123,41 @@ def plan_sagittal(rng: np.random.Generator, pat: Patient, size: int, description
     s_mid = (pat.s_disc[LEVEL_DISC["l1_l2"]] + pat.s_disc[LEVEL_DISC["l5_s1"]]) / 2
     center = pat.to_world(s_mid + rng.normal(0, 8), pat.a_ap + rng.normal(10, 8), 0.0)
     center[0] = pat.x0 + rng.normal(0.0, 2.0)
+    if shift[0] or shift[1]:
+        center = center + np.array([0.0, float(shift[0]), float(shift[1])])
+    if crop:
+        # Image rows run along world z (col = -+z), so the FOV spans z within +-half of its centre.
+        z = lumbar_points(pat)[:, 2]
+        half = (rows_n - 1) / 2 * px
+        center[2] = (z.max() + half + 15.0) if crop > 0 else (z.min() - half - 15.0)
     offsets = (np.arange(n) - (n - 1) / 2) * gap
-    pos = _stack(center, row, col, offsets, size, size, (px, px))
+    pos = _stack(center, row, col, offsets, rows_n, cols_n, (px, px))
     thick = gap - rng.uniform(0.0, 0.5)
     if thin is not None:
         thick = gap  # 3D / contiguous thin-slice acquisitions
     short = {"T1": ["SAG T1", "Sag T1 FSE", "t1_tse_sag"], "T2": ["SAG T2", "Sag T2 FRFSE", "t2_tse_sag"],
              "STIR": ["SAG STIR", "Sag STIR", "t2_tirm_sag"]}[contrast]
-    return SeriesPlan(series_id, series_number, description, str(rng.choice(short)), contrast, size, size,
+    return SeriesPlan(series_id, series_number, description, str(rng.choice(short)), contrast, rows_n, cols_n,
                       (px, px), pos, np.tile(row, (n, 1)), np.tile(col, (n, 1)), np.zeros(n, int),
                       np.arange(1, n + 1), float(thick), float(gap), extra=extra)
 
 
 def plan_axial(rng: np.random.Generator, pat: Patient, size: int, series_id: int, series_number: int,
-               levels: tuple[str, ...], tilted: bool, *, flip: int = 0) -> SeriesPlan:
+               levels: tuple[str, ...], tilted: bool, *, flip: int = 0, matrix: tuple[int, int] | None = None,
+               fov: float | None = None, n_slices: int | None = None) -> SeriesPlan:
     """Axial T2: one continuous stack over ``levels`` or one short stack tilted to each disc plane.
 
     ``flip`` 1: columns run to patient right, 2: rows run anterior (written truthfully in the IOP).
+    ``matrix`` (rows, cols) and ``fov`` (mm, longer side) as in :func:`plan_sagittal`. ``n_slices`` aims the
+    slice count: tilted stacks get round(n / levels) slices per disc (3-12), a continuous stack's spacing
+    becomes its span / (n - 1) (2.5-6.5 mm).
     """
     px = rng.uniform(160.0, 200.0) / size
     gap = rng.uniform(3.5, 4.8)
     thick = gap * rng.uniform(0.85, 1.0)
+    rows_n, cols_n = (size, size) if matrix is None else (int(matrix[0]), int(matrix[1]))
+    if fov is not None:
+        px = float(fov) / max(rows_n, cols_n)
     row = np.array([1.0, 0.0, 0.0])  # columns run to patient left
     centers, rows_c, cols_c, stacks = [], [], [], []
     in_plane = np.array([rng.normal(0, 5), 0.0, 0.0])
@@ -136,6 +175,8 @@ def plan_axial(rng: np.random.Generator, pat: Patient, size: int, series_id: int
             row_k /= np.linalg.norm(row_k)
             col = np.cross(normal, row_k)  # row x col = normal
             k = int(rng.integers(3, 6))
+            if n_slices is not None:
+                k = int(np.clip(round(n_slices / len(discs)) + k - 4, 3, 12))
             offs = (np.arange(k) - (k - 1) / 2) * gap + rng.normal(0, 1.0)
             c = pat.to_world(s0, d_c, 0.0) + in_plane
             for o in offs[::-1]:  # superior slice first
@@ -153,6 +194,9 @@ def plan_axial(rng: np.random.Generator, pat: Patient, size: int, series_id: int
         c = pat.to_world(s_mid, d_c, 0.0) + in_plane
         top, bot = pat.to_world(s_top, d_c, 0.0), pat.to_world(s_bot, d_c, 0.0)
         lo, hi = float((bot - c) @ normal), float((top - c) @ normal)
+        if n_slices is not None:
+            gap = float(np.clip((hi - lo) / max(int(n_slices) - 1, 1), 2.5, 6.5))
+            thick = gap * 0.9
         offs = np.arange(hi, lo - 1e-6, -gap)
         for o in offs:
             centers.append(c + o * normal)
@@ -164,11 +208,11 @@ def plan_axial(rng: np.random.Generator, pat: Patient, size: int, series_id: int
         rows_c = -rows_c
     elif flip == 2:
         cols_c = -cols_c
-    corner = -((size - 1) / 2) * px * rows_c - ((size - 1) / 2) * px * cols_c
+    corner = -((cols_n - 1) / 2) * px * rows_c - ((rows_n - 1) / 2) * px * cols_c
     pos = np.array(centers) + corner
     n = len(pos)
     desc = str(rng.choice(["AX T2", "Ax T2 FSE", "t2_tse_tra", "AXIAL T2 FRFSE"]))
-    return SeriesPlan(series_id, series_number, AX_T2, desc, "T2", size, size, (px, px), pos, rows_c, cols_c,
+    return SeriesPlan(series_id, series_number, AX_T2, desc, "T2", rows_n, cols_n, (px, px), pos, rows_c, cols_c,
                       np.array(stacks), np.arange(1, n + 1), float(thick), float(gap), levels=tuple(levels),
                       extra={"flip": flip})
 
@@ -222,7 +266,7 @@ def render_series(rng: np.random.Generator, pat: Patient, plan: SeriesPlan, vend
         if pv:
             slab = np.concatenate([np.broadcast_to(n * np.float32(plan.thickness / 4), g.shape)
                                    for n, g in zip(normals, grids)])
-        sig = pat.render(pts, plan.contrast, pw, slab=slab)
+        sig = pat.render(pts, plan.contrast, pw, slab=slab, table=plan.table)
         rel = (pts - center.astype(np.float32)) / 100.0
         bias = np.exp(rel @ grad.astype(np.float32) - 0.25 * np.abs(pts[:, 1] - coil_y) / 100.0)
         sig = (sig * bias * scale).reshape(len(ks), nr, nc)
@@ -264,9 +308,17 @@ def _fold(sig: np.ndarray, margin: int, axis: int) -> np.ndarray:
     return core
 
 
+def series_grid(plan: SeriesPlan, k: int) -> np.ndarray:
+    """World positions (rows, cols, 3) of the pixel centres of slice ``k`` (file order) of a plan."""
+    rr, cc = np.meshgrid(np.arange(plan.rows, dtype=np.float64), np.arange(plan.cols, dtype=np.float64), indexing="ij")
+    rmm, cmm = plan.pixel_spacing
+    return (plan.positions[k][None, None] + (cc * cmm)[..., None] * plan.row_cos[k]
+            + (rr * rmm)[..., None] * plan.col_cos[k])
+
+
 def level_of(plan: SeriesPlan) -> tuple[str, ...]:
     """Levels covered by an axial plan (all levels for sagittal plans)."""
     return plan.levels or LEVELS
 
 
-__all__ = ["SeriesPlan", "plan_sagittal", "plan_axial", "render_series", "VENDORS", "SAG_T1", "SAG_T2"]
+__all__ = ["SeriesPlan", "series_grid", "lumbar_points", "plan_sagittal", "plan_axial", "render_series", "VENDORS", "SAG_T1", "SAG_T2"]

@@ -29,8 +29,9 @@ from radspine.constants import (
 from radspine.errors import ConfigError, DatasetError
 from radspine.fsutil import write_csv_atomic
 from radspine.geometry import project_point
-from radspine.synth.anatomy import LEVEL_DISC, Patient, Variation
+from radspine.synth.anatomy import CONTRASTS, LEVEL_DISC, Patient, Variation, random_table
 from radspine.synth.labels import sample_latents
+from radspine.synth.presets import LARGE_FOV_MM, check_preset, draw_geoms
 from radspine.synth.quirks import QuirkConfig
 from radspine.synth.render import VENDORS, SeriesPlan, plan_axial, plan_sagittal, render_series
 
@@ -50,6 +51,8 @@ class _StudyJob:
     size: int
     quirks: QuirkConfig
     root: str
+    preset: str | None = None
+    matrix_scale: float = 1.0
 
 
 def _job_key(job: _StudyJob) -> int:
@@ -80,7 +83,7 @@ def _write_series(folder: Path, plan: SeriesPlan, pixels: np.ndarray, slope: flo
     frame_uid = _uid(job.seed, job.study_id, "frame")
     total = 0
     vmax = int(pixels.max()) if pixels.size else 0
-    bits = 12 if vmax < 4096 else 16
+    bits = plan.bits_stored or (12 if vmax < 4096 else 16)
     for k in range(len(plan.positions)):
         inst = int(plan.instance_numbers[k])
         sop_uid = _uid(job.seed, job.study_id, plan.series_id, inst)
@@ -139,8 +142,51 @@ def _write_series(folder: Path, plan: SeriesPlan, pixels: np.ndarray, slope: flo
             delattr(ds, plan.missing_tag)
         path = folder / f"{inst}.dcm"
         ds.save_as(path, enforce_file_format=True)
+        if plan.transfer_syntax:
+            _compress_file(path, ds, plan.transfer_syntax)
         total += path.stat().st_size
     return total
+
+
+def _compress_file(path: Path, ds, kind: str) -> None:
+    """Rewrite ``path`` (written uncompressed from ``ds``) with a lossless compressed transfer syntax.
+
+    JPEG 2000 and RLE use pydicom's encoders (pylibjpeg-openjpeg / native RLE). pydicom has no JPEG-LS encoder
+    here (pyjpegls is not installed), so JPEG-LS frames come from GDCM (CharLS): GDCM re-encodes the file
+    and only its encapsulated PixelData is kept, so every other tag stays ours. Without GDCM the series falls
+    back to JPEG 2000.
+    """
+    from pydicom import dcmread
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    if kind == "jpegls":
+        try:
+            import gdcm
+        except ImportError:  # pragma: no cover - gdcm ships with the project's dependencies
+            kind = "j2k"
+        else:
+            tmp = path.with_suffix(".jls.tmp")
+            reader = gdcm.ImageReader()
+            reader.SetFileName(str(path))
+            change = gdcm.ImageChangeTransferSyntax()
+            change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLSLossless))
+            if not reader.Read():
+                raise DatasetError(f"synth: GDCM cannot read {path} to compress it")
+            change.SetInput(reader.GetImage())
+            writer = gdcm.ImageWriter()
+            writer.SetFileName(str(tmp))
+            writer.SetFile(reader.GetFile())
+            if not (change.Change() and (writer.SetImage(change.GetOutput()) or True) and writer.Write()):
+                raise DatasetError(f"synth: GDCM could not JPEG-LS encode {path}")
+            data = dcmread(tmp).PixelData
+            tmp.unlink()
+            ds.PixelData = data
+            ds["PixelData"].VR = "OB"
+            ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+            ds.save_as(path, enforce_file_format=True)
+            return
+    ds.compress(JPEG2000Lossless if kind == "j2k" else RLELossless)
+    ds.save_as(path, enforce_file_format=True)
 
 
 def _series_ids(rng: np.random.Generator, n: int) -> list[int]:
@@ -160,20 +206,75 @@ def _variation_rngs(job: _StudyJob) -> list[np.random.Generator]:
             for i in range(4)]
 
 
+def _extra_rngs(job: _StudyJob) -> tuple[np.random.Generator, np.random.Generator]:
+    """Streams of the localizer-hardness variations and of the preset's geometry, apart from the four above
+    so that neither changes a study's anatomy, reader or acquisition draws."""
+    base = job.seed_seq
+    return tuple(np.random.default_rng(np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, 7919, i)))
+                 for i in (4, 5))
+
+
 # Acquisition draws per series slot (T1, T2, 2nd T1, 3 split axial, repeated axial), one row each.
 _PV, _THIN, _FLIP, _FLIP_KIND, _GHOST, _WRAP, _PHASE, _THIN_GAP, _THIN_COVER = range(9)
 
 
-def _build_study(job: _StudyJob) -> dict:
-    """Sample, render and write one study; returns its CSV rows and counts."""
+@dataclass
+class _PlannedStudy:
+    rng: np.random.Generator
+    acq_rng: np.random.Generator
+    click_rng: np.random.Generator
+    lat: object
+    pat: Patient
+    plans: list[SeriesPlan]
+    main_axial: list[SeriesPlan]
+    vendor: str
+    field: float
+    wide: bool
+    wide_scale: float
+    cropped: int
+
+
+def _plan_study(job: _StudyJob) -> _PlannedStudy:
+    """Sample one study's patient and plan its series (no pixels yet)."""
     rng = np.random.default_rng(job.seed_seq)
     reader_rng, anat_rng, acq_rng, click_rng = _variation_rngs(job)
+    hard_rng, preset_rng = _extra_rngs(job)
     q = job.quirks
     lat = sample_latents(rng, 1, q, reader_rng=reader_rng)[0]
     pat = Patient.sample(rng, lat, Variation.sample(anat_rng, q))
     acq = acq_rng.random((7, 9))
     wide = acq_rng.random() < q.wide_intensity
     wide_scale = float(np.exp(acq_rng.uniform(np.log(80.0), np.log(20000.0))))
+    # Localizer-hardness variations: fixed draws first, so each rate leaves the others' draws alone.
+    hu = hard_rng.random(4)
+    h_shift = hard_rng.uniform(-60.0, 60.0, 2)
+    h_crop = 1 if hard_rng.random() < 0.7 else -1  # mostly a thoracic scan, else one below the sacrum
+    h_tables = {c: random_table(hard_rng, c) for c in CONTRASTS}
+    h_lower = LEVELS[-3:] if hard_rng.random() < 0.5 else LEVELS[-2:]
+    h_slot = hard_rng.random((7, 4))  # large FOV, its size, compressed, which syntax
+    shift = tuple(h_shift) if hu[0] < q.spine_offcentre else (0.0, 0.0)
+    crop = h_crop if hu[1] < q.spine_cropped else 0
+    tables = h_tables if hu[2] < q.random_contrast else None
+    lower_only = bool(hu[3] < q.axial_lower_only)
+    geoms = (draw_geoms(preset_rng, [True, True, True, False, False, False, False], job.matrix_scale)
+             if job.preset == "rsna" else None)
+
+    def sag_geom(slot: int) -> dict:
+        kw: dict = {"shift": shift, "crop": crop}
+        big = h_slot[slot, 0] < q.large_fov
+        if geoms is not None:
+            g = geoms[slot]
+            lo, hi = LARGE_FOV_MM if big else (g.fov, g.fov)
+            kw.update(matrix=g.matrix, fov=lo + (hi - lo) * h_slot[slot, 1], n_slices=g.n_slices)
+        elif big:
+            kw["fov"] = 300.0 + 150.0 * h_slot[slot, 1]
+        return kw
+
+    def ax_geom(slot: int) -> dict:
+        if geoms is None:
+            return {}
+        g = geoms[slot]
+        return {"matrix": g.matrix, "fov": g.fov, "n_slices": g.n_slices}
 
     def flip(slot: int) -> int:
         return 0 if acq[slot, _FLIP] >= q.flipped_orientation else 1 + int(acq[slot, _FLIP_KIND] < 0.5)
@@ -186,12 +287,14 @@ def _build_study(job: _StudyJob) -> dict:
     ids = _series_ids(rng, 7)  # T1, T2, 2nd T1, up to 3 split axial, repeated axial
     stir = rng.random() < 0.15
     plans = [
-        plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[0], 1, thin=thin(0), flip=flip(0)),
-        plan_sagittal(rng, pat, job.size, SAG_T2, "STIR" if stir else "T2", ids[1], 2, thin=thin(1), flip=flip(1)),
+        plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[0], 1, thin=thin(0), flip=flip(0), **sag_geom(0)),
+        plan_sagittal(rng, pat, job.size, SAG_T2, "STIR" if stir else "T2", ids[1], 2, thin=thin(1), flip=flip(1),
+                      **sag_geom(1)),
     ]
     slots = [0, 1]
     if rng.random() < q.second_sag_t1:
-        plans.append(plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[2], 4, thin=thin(2), flip=flip(2)))
+        plans.append(plan_sagittal(rng, pat, job.size, SAG_T1, "T1", ids[2], 4, thin=thin(2), flip=flip(2),
+                                   **sag_geom(2)))
         slots.append(2)
     main_axial: list[SeriesPlan] = []
     if rng.random() >= q.no_axial:
@@ -202,14 +305,15 @@ def _build_study(job: _StudyJob) -> dict:
             groups = np.split(np.array(LEVELS), cuts)
             for gi, grp in enumerate(groups):
                 main_axial.append(plan_axial(rng, pat, job.size, ids[3 + gi], 5 + gi, tuple(grp), tilted,
-                                             flip=flip(3 + gi)))
+                                             flip=flip(3 + gi), **ax_geom(3 + gi)))
                 slots.append(3 + gi)
         else:
-            main_axial.append(plan_axial(rng, pat, job.size, ids[3], 5, LEVELS, tilted, flip=flip(3)))
+            main_axial.append(plan_axial(rng, pat, job.size, ids[3], 5, h_lower if lower_only else LEVELS, tilted,
+                                         flip=flip(3), **ax_geom(3)))
             slots.append(3)
         plans += main_axial
         if rng.random() < q.two_axial:
-            plans.append(plan_axial(rng, pat, job.size, ids[6], 9, LEVELS, not tilted, flip=flip(6)))
+            plans.append(plan_axial(rng, pat, job.size, ids[6], 9, LEVELS, not tilted, flip=flip(6), **ax_geom(6)))
             slots.append(6)
     for p, slot in zip(plans, slots):
         if rng.random() < q.reversed_instances:
@@ -223,6 +327,22 @@ def _build_study(job: _StudyJob) -> dict:
         # Phase encoding usually runs anterior-posterior (the short body axis on sagittal, rows on axial).
         ap_axis = 1 if p.description != AX_T2 else 0
         p.phase_axis = ap_axis if a[_PHASE] < 0.7 else 1 - ap_axis
+        p.table = tables[p.contrast] if tables is not None else None
+        hs = h_slot[slot]
+        if hs[2] < q.compressed:
+            p.transfer_syntax = "jpegls" if hs[3] < 0.5 else ("j2k" if hs[3] < 0.85 else "rle")
+        if job.preset == "rsna":
+            p.bits_stored = 16
+    return _PlannedStudy(rng, acq_rng, click_rng, lat, pat, plans, main_axial, vendor, field, bool(wide),
+                         wide_scale, crop)
+
+
+def _build_study(job: _StudyJob) -> dict:
+    """Sample, render and write one study; returns its CSV rows and counts."""
+    st = _plan_study(job)
+    rng, acq_rng, click_rng, lat, pat, plans = st.rng, st.acq_rng, st.click_rng, st.lat, st.pat, st.plans
+    main_axial, vendor, field, wide, wide_scale = st.main_axial, st.vendor, st.field, st.wide, st.wide_scale
+    q = job.quirks
 
     # Render and write into a hidden folder, renamed into place when complete.
     root = Path(job.root) / f"{job.split}_images"
@@ -277,13 +397,19 @@ def _landmarks(pat: Patient, study_id: int) -> list[tuple]:
     return rows
 
 
+FAR_MM = 10.0  # a label point farther than this from every slice of its series is not clickable
+
+
 def _label_points(rng: np.random.Generator, pat: Patient, plans: list[SeriesPlan], axial: list[SeriesPlan],
                   study_id: int, click_rng: np.random.Generator | None = None, click_sd: float = 0.0) -> list[tuple]:
     """Reader clicks: (study_id, series_id, instance, condition, level, x, y).
 
     The slice is the one nearest the structure (after ~0.4 mm 3D jitter); the in-plane click then misses
     by a Gaussian of ``click_sd`` mm per axis (drawn from ``click_rng``, always, so images never change).
+    A structure outside every image of its series (off-centre or cropped FOV), or more than ``FAR_MM`` from
+    its nearest slice (an axial series that does not reach the level), gets no row: a reader cannot click it.
     """
+    grid = {p.series_id: (p.rows, p.cols) for p in plans}
     sag_t1 = next(p for p in plans if p.description == SAG_T1).volumes()[0]
     sag_t2 = next(p for p in plans if p.description == SAG_T2).volumes()[0]
     ax_vols = [v for p in axial for v in p.volumes()]
@@ -305,12 +431,39 @@ def _label_points(rng: np.random.Generator, pat: Patient, plans: list[SeriesPlan
                        and abs(project_point(v, pt).distance_mm) == abs(best.distance_mm))
             miss = click_rng.standard_normal(2) * click_sd if click_rng is not None else np.zeros(2)
             x, y = best.x + miss[0] / vol.pixel_spacing[1], best.y + miss[1] / vol.pixel_spacing[0]
+            nr, nc = grid[vol.series_id]
+            if abs(best.distance_mm) > FAR_MM or not (-0.5 <= best.x <= nc - 0.5 and -0.5 <= best.y <= nr - 0.5):
+                continue  # after every draw, so the streams (and the other rows) stay the same
             rows.append((study_id, vol.series_id, best.instance_number, c, lv, round(x, 3), round(y, 3)))
     return rows
 
 
+def _study_jobs(seed: int, n: int, size: int, quirks: QuirkConfig, root: str, preset: str | None,
+                matrix_scale: float, splits: list[str]) -> list[_StudyJob]:
+    """Jobs of the first ``n`` studies of a seed (study k's seed and id do not depend on ``n``)."""
+    ss = np.random.SeedSequence(int(seed))
+    id_seq, *study_seqs = ss.spawn(1 + n)
+    id_rng = np.random.default_rng(id_seq)
+    study_ids: list[int] = []
+    while len(study_ids) < n:
+        v = int(id_rng.integers(10**6, 4_290_000_000))
+        if v not in study_ids:
+            study_ids.append(v)
+    return [_StudyJob(sp, sid, sq, int(seed), int(size), quirks, root, preset, float(matrix_scale))
+            for sp, sid, sq in zip(splits, study_ids, study_seqs)]
+
+
+def _check_args(size: int, preset: str | None, matrix_scale: float) -> None:
+    if not 16 <= int(size) <= 1024:
+        raise ConfigError(f"synth: --size {size} must lie in [16, 1024] pixels")
+    check_preset(preset)
+    if not 0.0 < float(matrix_scale) <= 1.0:
+        raise ConfigError(f"synth: matrix_scale {matrix_scale} must lie in (0, 1]")
+
+
 def make_dataset(out: Path, train_studies: int, test_studies: int = 0, seed: int = 0, size: int = 256,
-                 quirks: QuirkConfig | None = None, *, workers: int = 1, overwrite: bool = False) -> dict:
+                 quirks: QuirkConfig | None = None, *, workers: int = 1, overwrite: bool = False,
+                 preset: str | None = None, matrix_scale: float = 1.0) -> dict:
     """Write a labelled phantom in the Kaggle layout under ``out``; return a summary dict.
 
     Writes ``train_images/``, ``train.csv``, ``train_label_coordinates.csv``, ``train_series_descriptions.csv``,
@@ -324,6 +477,12 @@ def make_dataset(out: Path, train_studies: int, test_studies: int = 0, seed: int
     the reader's (noisy) grades; synth_truth.csv has the latent ``grade`` and the ``reader_grade``.
     Same arguments -> byte-identical files, whatever ``workers`` is.
 
+    ``preset="rsna"`` draws each series' geometry like the real data (:mod:`radspine.synth.presets`:
+    matrices from the real mix incl. non-square ones, sagittal FOV 260-400 mm, 15-24 sagittal and 25-60 axial
+    slices, 16-bit pixel data; ``size`` is then unused) and defaults ``quirks`` to :meth:`QuirkConfig.rsna`
+    (some compressed series, some lower-discs-only axials). ``matrix_scale`` (0-1] shrinks preset matrices
+    and keeps the FOV, for small test phantoms of the same geometry.
+
     Raises:
         ConfigError: counts/size out of range. DatasetError: ``out`` is a non-empty folder and not ``overwrite``.
     """
@@ -333,8 +492,7 @@ def make_dataset(out: Path, train_studies: int, test_studies: int = 0, seed: int
     out = Path(out)
     if train_studies < 0 or test_studies < 0 or train_studies + test_studies < 1:
         raise ConfigError(f"synth: need at least one study (train={train_studies}, test={test_studies})")
-    if not 16 <= int(size) <= 1024:
-        raise ConfigError(f"synth: --size {size} must lie in [16, 1024] pixels")
+    _check_args(size, preset, matrix_scale)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"synth: output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -342,22 +500,14 @@ def make_dataset(out: Path, train_studies: int, test_studies: int = 0, seed: int
             raise DatasetError(f"synth: output folder {out} is not empty (pass overwrite to replace it)")
         for name in ("train_images", "test_images"):
             shutil.rmtree(out / name, ignore_errors=True)
-    quirks = QuirkConfig() if quirks is None else quirks
+    if quirks is None:
+        quirks = QuirkConfig.rsna() if preset == "rsna" else QuirkConfig()
     out.mkdir(parents=True, exist_ok=True)
 
-    ss = np.random.SeedSequence(int(seed))
-    id_seq, *study_seqs = ss.spawn(1 + train_studies + test_studies)
-    id_rng = np.random.default_rng(id_seq)
-    study_ids: list[int] = []
-    while len(study_ids) < train_studies + test_studies:
-        v = int(id_rng.integers(10**6, 4_290_000_000))
-        if v not in study_ids:
-            study_ids.append(v)
     splits = ["train"] * train_studies + ["test"] * test_studies
     for split in ("train", "test"):
         (out / f"{split}_images").mkdir(exist_ok=True)
-    jobs = [_StudyJob(sp, sid, sq, int(seed), int(size), quirks, str(out))
-            for sp, sid, sq in zip(splits, study_ids, study_seqs)]
+    jobs = _study_jobs(seed, train_studies + test_studies, size, quirks, str(out), preset, matrix_scale, splits)
     outcomes = map_items(_build_study, jobs, key=_job_key, workers=workers, desc="synth")
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -437,4 +587,68 @@ def _write_csvs(out: Path, results: list[dict]) -> None:
                                                        "reader_grade"]), out / "synth_truth.csv")
 
 
-__all__ = ["make_dataset"]
+@dataclass
+class SeriesLabels:
+    """Tissue label map of one series on its DICOM grid (what :func:`label_volumes` returns per series).
+
+    ``labels[k, y, x]`` (uint8, :data:`radspine.synth.anatomy.TISSUE_LABELS`) is the tissue at the centre of
+    pixel (y, x) of the file with ``instance_numbers[k]``; ``positions``, ``row_cosines``, ``col_cosines``
+    (S, 3) and ``pixel_spacing`` are that file's ImagePositionPatient, ImageOrientationPatient and
+    PixelSpacing, exactly as :func:`make_dataset` writes them.
+    """
+
+    study_id: int
+    series_id: int
+    description: str
+    contrast: str
+    labels: np.ndarray
+    instance_numbers: np.ndarray
+    positions: np.ndarray
+    row_cosines: np.ndarray
+    col_cosines: np.ndarray
+    pixel_spacing: tuple[float, float]
+    slice_thickness: float
+    plan: SeriesPlan
+
+    def volumes(self) -> list:
+        """:class:`radspine.types.Volume` stacks (slices sorted along the normal, like ``read_series``) whose
+        ``pixels`` are the label maps (float32 codes)."""
+        out = []
+        order = {int(n): k for k, n in enumerate(self.instance_numbers)}
+        for v in self.plan.volumes():
+            v.pixels = self.labels[[order[int(n)] for n in v.instance_numbers]].astype(np.float32)
+            v.study_id = self.study_id
+            out.append(v)
+        return out
+
+
+def label_volumes(seed: int, index: int = 0, *, size: int = 256, quirks: QuirkConfig | None = None,
+                  preset: str | None = None, matrix_scale: float = 1.0) -> list[SeriesLabels]:
+    """Tissue label maps of every series of study ``index`` of ``make_dataset(..., seed=seed, size=size,
+    quirks=quirks, preset=preset, matrix_scale=matrix_scale)`` (studies counted train first, then test),
+    sampled on each series' pixel grid; no files are written.
+
+    For domain randomisation: a trainer paints its own random intensity per label (and blur, bias, noise)
+    with the geometry that the written DICOM files carry. Labels ignore partial volume, ghosting and
+    wrap-around: the centre of each pixel decides.
+    """
+    _check_args(size, preset, matrix_scale)
+    if index < 0:
+        raise ConfigError(f"synth: study index {index} must be >= 0")
+    if quirks is None:
+        quirks = QuirkConfig.rsna() if preset == "rsna" else QuirkConfig()
+    job = _study_jobs(seed, index + 1, size, quirks, "", preset, matrix_scale, ["train"] * (index + 1))[index]
+    st = _plan_study(job)
+    from radspine.synth.render import series_grid
+
+    out = []
+    for p in st.plans:
+        lab = np.stack([st.pat.labels(series_grid(p, k).reshape(-1, 3)).reshape(p.rows, p.cols)
+                        for k in range(len(p.positions))])
+        out.append(SeriesLabels(job.study_id, p.series_id, p.description, p.contrast, lab, p.instance_numbers.copy(),
+                                p.positions.copy(), p.row_cos.copy(), p.col_cos.copy(), p.pixel_spacing,
+                                p.thickness, p))
+    return out
+
+
+__all__ = ["make_dataset", "label_volumes", "SeriesLabels"]
