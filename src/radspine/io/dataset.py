@@ -94,12 +94,18 @@ def _err(file: Path, row: int | None, column: str | None, what: str) -> DatasetE
 def _read_csv(path: Path, columns: tuple[str, ...], *, exact: bool = True) -> pd.DataFrame:
     """Read a CSV as strings and check its header (all ``columns`` present; no others if ``exact``)."""
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+        # utf-8-sig: a spreadsheet-saved CSV starts with a BOM that would otherwise glue onto "study_id".
+        # header=None: pandas would rename a repeated column to "name.1" and hide the duplicate.
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True,
+                         encoding="utf-8-sig", header=None)
     except pd.errors.EmptyDataError:
         raise _err(path, None, None, "file is empty (no header)") from None
+    except OSError as err:
+        raise _err(path, None, None, f"cannot read file ({err.strerror or type(err).__name__})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise _err(path, None, None, f"not a readable CSV ({' '.join(str(err).split())[:160]})") from None
-    header = [str(c).strip() for c in df.columns]
+    header = [str(c).strip() for c in df.iloc[0]]
+    df = df.iloc[1:].reset_index(drop=True)
     df.columns = header
     dup = [c for c, n in Counter(header).items() if n > 1]
     if dup:
