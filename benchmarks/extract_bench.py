@@ -95,9 +95,11 @@ def radiomics_cost(data: Path, n: int = 3) -> dict:
     """Seconds per study of the per-study job (volumes + patches + radiomics) with and without LoG."""
     import yaml
 
-    from radspine.config import config_dir
-    from radspine.features.extract import FeaturesConfig, RadiomicsSettings, StudyJob, read_points_csv
+    from radspine.features.config import FeaturesConfig, RadiomicsSettings
+    from radspine.features.study import StudyJob
     from radspine.io.dataset import Dataset
+    from radspine.points import read_points_csv
+    from radspine.resources import config_dir
 
     studies = Dataset.open(data).studies("train")[: n + 1]
     pts = read_points_csv(data / "train_label_coordinates.csv")

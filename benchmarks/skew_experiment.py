@@ -34,7 +34,8 @@ def _to_schema(points: pd.DataFrame, out_csv: Path) -> Path:
 def main() -> None:
     import torch
 
-    from radspine.features.extract import FeaturesConfig, extract_features
+    from radspine.features.config import FeaturesConfig
+    from radspine.features.extract import extract_features
     from radspine.localize import LocalizerConfig, localize_dataset, oof_points, train_localizer
     from radspine.metrics import score
     from radspine.models.bundle import Bundle

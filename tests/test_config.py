@@ -8,7 +8,7 @@ import pytest
 
 from radspine.config import default_config_path, load_config
 from radspine.errors import ConfigError, RadspineError
-from radspine.features.extract import FeaturesConfig, config_hash
+from radspine.features.config import FeaturesConfig, config_hash
 
 
 def test_default_yaml_matches_code_defaults() -> None:

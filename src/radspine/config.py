@@ -1,6 +1,6 @@
 """Typed configuration: ``configs/default.yaml`` → :class:`RadspineConfig`; unknown keys are rejected.
 
-Each stage owns its config model (:class:`radspine.features.extract.FeaturesConfig`,
+Each stage owns its config model (:class:`radspine.features.config.FeaturesConfig`,
 :class:`radspine.localize.config.LocalizerConfig`); this
 module only composes and loads them.
 """
@@ -13,13 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from radspine.errors import ConfigError
-from radspine.features.extract import FeaturesConfig
+from radspine.features.config import FeaturesConfig
 from radspine.localize.config import LocalizerConfig
-
-
-def config_dir() -> Path:
-    """The packaged configs folder (``src/radspine/configs``; ``configs/`` at the repo root links to it)."""
-    return Path(__file__).resolve().parent / "configs"
+from radspine.resources import config_dir
 
 
 def default_config_path() -> Path:

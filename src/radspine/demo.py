@@ -38,10 +38,11 @@ class DemoOptions:
 def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     """Run the demo into ``out`` and return (and write ``out/demo_summary.json``) its summary."""
     from radspine.config import load_config
-    from radspine.features.extract import extract_features, package_features
+    from radspine.features.extract import extract_features
     from radspine.io.dataset import Dataset
     from radspine.localize.train import train_localizer
     from radspine.metrics import priors_predictions, priors_table, score
+    from radspine.models.bundle import package_features
     from radspine.models.tune import TuneOptions, tune
     from radspine.predict import predict
     from radspine.synth import make_dataset

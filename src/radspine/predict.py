@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from radspine.constants import CONDITION_KEYS, LEVEL_KEYS, SEVERITY_COLUMNS
-from radspine.errors import ModelError, RadspineError
+from radspine.errors import RadspineError
 from radspine.fsutil import write_csv_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -28,33 +28,6 @@ def expected_severity(probs: np.ndarray) -> np.ndarray:
     """Continuous severity in [0, 1] of (n, 3) grade probabilities: P(Moderate)·0.5 + P(Severe)·1."""
     p = np.asarray(probs, dtype=np.float64)
     return p @ SEVERITY_SCALE / np.clip(p.sum(axis=1), 1e-12, None)
-
-
-def features_dir(model_dir: Path) -> Path:
-    """Where a bundle keeps its feature config and CNN embedders."""
-    return Path(model_dir) / "features"
-
-
-def load_features_config(model_dir: Path):
-    """The feature config a bundle was trained with; refuses one whose hash differs from the models'."""
-    from radspine.features.extract import FeaturesConfig, config_hash
-    from radspine.models.bundle import Bundle
-
-    bundle = Bundle.load(model_dir)
-    f = features_dir(model_dir) / "features_config.json"
-    if not f.is_file():
-        raise ModelError(f"{model_dir}: bundle has no features/features_config.json (re-run `radspine tune`)")
-    try:
-        cfg = FeaturesConfig.model_validate_json(f.read_text())
-    except ValueError as err:
-        raise ModelError(f"{f}: invalid feature config ({str(err).splitlines()[0]})") from None
-    h = config_hash(cfg)
-    if h != bundle.feature_config_hash:
-        raise ModelError(
-            f"{f}: feature config hash {h} differs from the models' {bundle.feature_config_hash}; "
-            "the models were trained on other features — re-run extract-features and tune"
-        )
-    return bundle, cfg
 
 
 def predict(
@@ -83,6 +56,7 @@ def predict(
     from radspine.features.extract import extract_features
     from radspine.io.dataset import Dataset
     from radspine.localize.infer import localize_dataset
+    from radspine.models.bundle import embedders_dir, load_features_config
     from radspine.submission import build_submission, write_submission
 
     t0 = time.perf_counter()
@@ -114,7 +88,7 @@ def predict(
     t_feat = time.perf_counter()
     meta = extract_features(
         data_dir, split, work / "features", points=pts_path, cfg=cfg, workers=workers, scheduler=scheduler,
-        overwrite=True, embedders_dir=features_dir(model_dir) / "embedders", quiet=quiet,
+        overwrite=True, embedders_dir=embedders_dir(model_dir), quiet=quiet,
     )
     t_feat = time.perf_counter() - t_feat
     bundle.check_features_meta(meta, str(work / "features" / "meta.json"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from radspine.errors import ConfigError, ModelError
-from radspine.features.cnn_models import build_backbone, load_local_weights, resolve_device, torch_runtime
+from radspine.features.cnn_models import build_backbone, load_local_weights
 from radspine.features.embeddings import (
     AugmentConfig,
     CnnEmbedder,
@@ -15,6 +15,7 @@ from radspine.features.embeddings import (
     embedding_columns,
     oof_embeddings,
 )
+from radspine.torchutil import resolve_device, torch_runtime
 
 # A narrow resnet10t keeps every fit well under a second on one core.
 NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}

@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 
 from radspine.errors import RadspineError
+from radspine.features.config import FeaturesConfig, RadiomicsSettings
 from radspine.features.embeddings import EmbeddingConfig
-from radspine.features.extract import FeaturesConfig, RadiomicsSettings, extract_features
+from radspine.features.extract import extract_features
 from radspine.patches import PatchConfig
 
 LIGHT_PARAMS = """imageType:
@@ -136,7 +137,7 @@ def test_rows_keys_and_series_columns(serial_run, phantom_root: Path) -> None:
 
 
 def test_meta_json(serial_run, fast_cfg: FeaturesConfig) -> None:
-    from radspine.features.extract import config_hash
+    from radspine.features.config import config_hash
 
     out, table, meta = serial_run
     on_disk = json.loads((out / "meta.json").read_text())
@@ -215,7 +216,7 @@ def test_missing_axial_and_corrupt_series(
     phantom_root: Path, fast_cfg: FeaturesConfig, serial_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import radspine.features.extract as ex
+    import radspine.features.study as ex
 
     _, clean, _ = serial_run
     root = _link_dataset(phantom_root, tmp_path / "data", copy_train=True)
@@ -288,8 +289,8 @@ def test_bad_points_csv_is_one_line_error(phantom_root: Path, fast_cfg: Features
 
 # ------------------------------------------------------------------------------------------ CNN + test
 def test_cnn_columns_and_test_split_uses_train_embedders(cnn_run, serial_run, phantom_root: Path, tmp_path: Path) -> None:
+    from radspine.features.config import CNN_FAMILIES, config_hash
     from radspine.features.embeddings import CnnEmbedder
-    from radspine.features.extract import CNN_FAMILIES, config_hash
 
     out, table, meta = cnn_run
     _, plain, _ = serial_run
@@ -322,7 +323,9 @@ def test_cnn_columns_and_test_split_uses_train_embedders(cnn_run, serial_run, ph
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # read, never retrained
     assert not (tmp_path / "t" / "embedders").exists()
     assert tmeta["config_hash"] == meta["config_hash"] and len(test) == 50
-    assert list(test.columns) == list(table.columns)
+    # cv_fold is the training table's CV bookkeeping (shared with tune); test rows have none.
+    assert list(test.columns) == [c for c in table.columns if c != "cv_fold"]
+    assert table["cv_fold"].groupby(table["study_id"]).nunique().eq(1).all()
     # Same points, same study: the test rows' base features equal the train rows'.
     tr = table[table["study_id"].isin(ids)].reset_index(drop=True)
     pd.testing.assert_frame_equal(test[rad + ["pt_x", "pt_y", "pt_z"]], tr[rad + ["pt_x", "pt_y", "pt_z"]])
@@ -342,8 +345,9 @@ def test_cnn_columns_and_test_split_uses_train_embedders(cnn_run, serial_run, ph
 
 
 def test_jitter_moves_training_points_only(phantom_root: Path, fast_cfg: FeaturesConfig, serial_run) -> None:
-    from radspine.features.extract import StudyJob, read_points_csv
+    from radspine.features.study import StudyJob
     from radspine.io.dataset import Dataset
+    from radspine.points import read_points_csv
 
     _, clean, _ = serial_run
     cfg = fast_cfg.model_copy(update={"patches": fast_cfg.patches.model_copy(update={"jitter_sigma_mm": 3.0})})

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from radspine.constants import CONDITIONS, LEVELS
-from radspine.features.table import add_context, add_geometry, context_columns, feature_columns, skeleton
+from radspine.features.schema import feature_columns
+from radspine.features.table import add_context, add_geometry, context_columns, skeleton
 
 
 def _valued(study_ids: list[int]) -> pd.DataFrame:

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
                 n_jobs=n_jobs,
             )
             rep = tune(table, labels, out, meta, opts)
-            from radspine.features.extract import package_features
+            from radspine.models.bundle import package_features
 
             # The bundle carries its feature config and CNN embedders so `predict` needs nothing else.
             if (features / "features_config.json").is_file():

@@ -6,9 +6,8 @@ from a local file only.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,44 +105,3 @@ def load_local_weights(model: nn.Module, path: str | Path) -> dict[str, list[str
         )
     return {"loaded": sorted(keep), "skipped": skipped, "missing": missing}
 
-
-def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` → CUDA when available else CPU; ``"cpu"``/``"cuda"`` explicit.
-
-    Raises:
-        ConfigError: ``"cuda"`` requested but no CUDA device is available, or an unknown spec.
-    """
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("embeddings.device='cuda' but torch sees no CUDA device")
-        return torch.device("cuda")
-    raise ConfigError(f"embeddings.device must be auto, cpu or cuda, not {spec!r}")
-
-
-@contextlib.contextmanager
-def torch_runtime(num_threads: int | None, deterministic: bool = True) -> Iterator[None]:
-    """Set intra-op threads and deterministic algorithms for a block, restoring the caller's settings.
-
-    These are process-global torch switches, so they are restored to keep other stages unaffected.
-    """
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    old_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    try:
-        if num_threads:
-            torch.set_num_threads(int(num_threads))
-        if deterministic:
-            # warn_only: a few CUDA kernels have no deterministic variant; CPU results stay bit-exact.
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old_cudnn

@@ -62,7 +62,9 @@ class EmbeddingConfig(BaseModel):
         default_factory=lambda: {"channels": [16, 32, 64, 128], "stem_width": 16},
         description="extra timm.create_model kwargs ({} = the stock architecture)",
     )
-    image_size: int | None = Field(None, ge=16, description="resize patches to this square size; None = as given")
+    # 32 px (1.5 mm/px over a 48 mm patch): stock width at 64 px took ~23 s per fit on 80 patches on one
+    # core, this ~0.5 s (benchmarks/extract_bench.py, issue 4 report).
+    image_size: int | None = Field(32, ge=16, description="resize patches to this square size; None = as given")
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(2e-3, gt=0.0)
@@ -153,12 +155,8 @@ class CnnEmbedder:
         """
         import torch
 
-        from radspine.features.cnn_models import (
-            build_backbone,
-            load_local_weights,
-            resolve_device,
-            torch_runtime,
-        )
+        from radspine.features.cnn_models import build_backbone, load_local_weights
+        from radspine.torchutil import resolve_device, torch_runtime
 
         cfg = self.cfg
         if cfg.pca_dims == 0 and not cfg.append_proba:
@@ -335,7 +333,7 @@ class CnnEmbedder:
         return np.concatenate(feats), np.concatenate(probs)
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from radspine.features.cnn_models import torch_runtime
+        from radspine.torchutil import torch_runtime
 
         self._check_fitted()
         with torch_runtime(self.cfg.num_threads):
@@ -414,7 +412,8 @@ class CnnEmbedder:
         """
         import torch
 
-        from radspine.features.cnn_models import build_backbone, resolve_device
+        from radspine.features.cnn_models import build_backbone
+        from radspine.torchutil import resolve_device
 
         d = Path(directory)
         try:
@@ -473,6 +472,7 @@ def oof_embeddings(
     n_folds: int = 3,
     seed: int = 0,
     sample_weight: np.ndarray | None = None,
+    folds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, CnnEmbedder]:
     """Out-of-fold embeddings for training rows plus an embedder trained on all rows (for test rows).
 
@@ -481,6 +481,10 @@ def oof_embeddings(
     fold's training rows only. With ``cfg.align_folds`` the fold's pooled/PCA columns are rotated onto
     the full network's space (see :func:`_procrustes_map`); probability columns need no alignment.
     Fold k's network uses seed ``seed + 1 + k``; the full one uses ``seed``.
+
+    ``folds`` (one fold index per row, constant within a study) replaces the internal split: pass the
+    study folds that the graders' CV uses (``cv_fold``) so both stages hold out the same studies. A fold
+    whose training rows have fewer than 2 labelled patches leaves its held-out rows NaN.
 
     Returns:
         ``(oof, full)``: oof (N, D) float32; ``full.oof_folds_`` holds each row's fold index.
@@ -495,22 +499,32 @@ def oof_embeddings(
     if groups.shape[0] != n:
         raise ValueError(f"groups has {groups.shape[0]} values for {n} patches")
     n_groups = np.unique(groups).size
-    if n_folds < 2 or n_groups < n_folds:
+    if folds is None and (n_folds < 2 or n_groups < n_folds):
         raise ConfigError(f"CNN out-of-fold embeddings need n_folds >= 2 and >= n_folds studies; "
                           f"got n_folds={n_folds}, {n_groups} studies")
-    strata = np.where(np.isnan(y), -1, y).astype(int)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    if folds is not None:
+        given = np.asarray(folds).ravel()
+        if given.shape[0] != n:
+            raise ValueError(f"folds has {given.shape[0]} values for {n} patches")
+        splits = [(np.flatnonzero(given != k), np.flatnonzero(given == k)) for k in np.unique(given)]
+    else:
+        strata = np.where(np.isnan(y), -1, y).astype(int)
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            # Rare grades (few Severe rows) trigger "least populated class" warnings; grouping wins.
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            splits = list(splitter.split(np.zeros(n), strata, groups))
     folds = np.full(n, -1, dtype=np.int64)
     oof: np.ndarray | None = None
-    with warnings.catch_warnings():
-        # Rare grades (few Severe rows) trigger "least populated class" warnings; grouping wins.
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(splitter.split(np.zeros(n), strata, groups))
     full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed)
     n_prob = 3 if cfg.append_proba else 0
     align = cfg.align_folds and full.n_features_out_ > n_prob
     z_full = full.transform(x)[:, n_prob:] if align else None
     for k, (tr, va) in enumerate(splits):
+        folds[va] = k
+        if np.count_nonzero(~np.isnan(y[tr])) < 2:
+            log.warning("CNN OOF fold %d/%d: fewer than 2 labelled training patches; its rows stay NaN", k + 1, len(splits))
+            continue
         emb = CnnEmbedder(cfg).fit(x[tr], y[tr], None if sample_weight is None else sample_weight[tr],
                                    seed=seed + 1 + k)
         part = emb.transform(x[va])
@@ -519,10 +533,10 @@ def oof_embeddings(
         if oof is None:
             oof = np.full((n, part.shape[1]), np.nan, dtype=np.float32)
         oof[va] = part
-        folds[va] = k
-        log.info("CNN OOF fold %d/%d: trained on %d rows, embedded %d", k + 1, n_folds, tr.size, va.size)
+        log.info("CNN OOF fold %d/%d: trained on %d rows, embedded %d", k + 1, len(splits), tr.size, va.size)
     full.oof_folds_ = folds
-    assert oof is not None
+    if oof is None:
+        oof = np.full((n, full.n_features_out_), np.nan, dtype=np.float32)
     return oof, full
 
 

@@ -16,8 +16,8 @@ from radspine.constants import (
     LEVELS,
     row_id,
 )
+from radspine.features.schema import KEY_COLUMNS
 
-KEY_COLUMNS = ("study_id", "condition", "level", "side", "group", "row_id")
 _OTHER_SIDE = {
     "left_neural_foraminal_narrowing": "right_neural_foraminal_narrowing",
     "right_neural_foraminal_narrowing": "left_neural_foraminal_narrowing",
@@ -102,8 +102,3 @@ def add_geometry(table: pd.DataFrame) -> pd.DataFrame:
     canal_x = pts.reindex(idx)["pt_x"].to_numpy(dtype=np.float64)
     t["geo_lateral_mm"] = np.abs(me[:, 0] - canal_x)
     return t
-
-
-def feature_columns(table: pd.DataFrame) -> list[str]:
-    """The model inputs: every ``rad_``, ``cnn_``, ``ctx_``, ``geo_`` and ``has_`` column, in table order."""
-    return [c for c in table.columns if c.split("_", 1)[0] in {"rad", "cnn", "ctx", "geo", "has"}]

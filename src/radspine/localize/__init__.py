@@ -7,21 +7,14 @@ foramen is decided by world x (patient left = +x). Each level's canal point is c
 geometry into the nearest axial slice over every axial stack, where a second UNet finds both recesses.
 
 Public API: :func:`train_localizer`, :class:`Localizer` (``load``, ``predict_study``),
-:func:`localize_dataset`, :func:`oof_points`, :class:`LocalizerConfig`, :func:`read_points`.
+:func:`localize_dataset`, :func:`oof_points`, :class:`LocalizerConfig`; the points CSV format is
+:mod:`radspine.points` (re-exported here).
 """
 
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.infer import (
-    POINT_COLUMNS,
-    SCHEMA_COLUMNS,
-    Localizer,
-    detail_path,
-    fallback_rows,
-    localize_dataset,
-    read_points,
-    write_points,
-)
+from radspine.localize.infer import POINT_COLUMNS, Localizer, fallback_rows, localize_dataset
 from radspine.localize.train import evaluate, oof_points, train_localizer
+from radspine.points import SCHEMA_COLUMNS, detail_path, read_points, write_points
 
 __all__ = [
     "POINT_COLUMNS",

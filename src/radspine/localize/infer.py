@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,13 @@ from radspine.constants import (
     SAG_T2,
 )
 from radspine.errors import ModelError, RadspineError
-from radspine.geometry import nearest_stack, orientation_of, pixel_to_world, project_point
+from radspine.geometry import nearest_stack, pixel_to_world, project_point
+from radspine.io.volumes import StudyVolumes, load_study_volumes
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.net import (
-    HeatmapUNet,
-    assign_ordered_peaks,
-    decode_peak,
-    refine_argmax_1d,
-    resolve_device,
-    torch_threads,
-)
+from radspine.localize.net import HeatmapUNet, assign_ordered_peaks, decode_peak, refine_argmax_1d
+from radspine.points import DETAIL_COLUMNS, write_points
+from radspine.torchutil import resolve_device, torch_threads
 from radspine.types import Study, Volume
 
 log = logging.getLogger(__name__)
@@ -39,62 +34,9 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "localizer.pt"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
-POINT_COLUMNS = (
-    "study_id", "series_id", "instance_number", "condition", "level", "x", "y",
-    "world_x", "world_y", "world_z", "flag",
-)  # fmt: skip
+POINT_COLUMNS = DETAIL_COLUMNS
 # Sagittal model channels: 0-4 canal per level, 5-9 foramen per level (either side).
 N_SAG, N_AX = 10, 2
-
-
-@dataclass
-class StudyVolumes:
-    """The stacks of one study that the localizer uses, plus why any are missing."""
-
-    sag_t2: Volume | None = None
-    sag_t1: Volume | None = None
-    axial: list[Volume] = field(default_factory=list)
-    problems: dict[str, str] = field(default_factory=dict)  # series type → reason it is unusable
-
-
-def load_study_volumes(study: Study) -> StudyVolumes:
-    """Read the sagittal T2, sagittal T1 (largest stack) and every axial T2 stack of a study.
-
-    A series that cannot be read is recorded in ``problems`` (the study still localises from the rest).
-    """
-    from radspine.io.dicom import read_series
-
-    out = StudyVolumes()
-    for desc in (SAG_T2, SAG_T1, AX_T2):
-        infos = study.series_of_type(desc)
-        if not infos:
-            out.problems[desc] = f"no {desc} series"
-            continue
-        errors = []
-        for info in infos:
-            try:
-                stacks = read_series(info.path, study_id=study.study_id, series_id=info.series_id, description=desc)
-            except RadspineError as err:
-                errors.append(str(err))
-                continue
-            # A mislabelled series (e.g. "Sagittal T2" that is really axial) is unusable for its role.
-            want = "axial" if desc == AX_T2 else "sagittal"
-            fitting = [v for v in stacks if orientation_of(v) == want]
-            if not fitting:
-                errors.append(f"series {info.series_id} is not {want} ({orientation_of(stacks[0])})")
-                continue
-            if desc == AX_T2:
-                out.axial.extend(fitting)
-            else:
-                best = max(fitting, key=lambda v: v.pixels.shape[0])
-                setattr(out, "sag_t2" if desc == SAG_T2 else "sag_t1", best)
-                break
-        got = bool(out.axial) if desc == AX_T2 else getattr(out, "sag_t2" if desc == SAG_T2 else "sag_t1") is not None
-        if not got:
-            out.problems[desc] = f"unreadable {desc}: {errors[0] if errors else 'no stack'}"
-        elif errors:
-            out.problems[desc] = f"some {desc} unreadable: {errors[0]}"
-    return out
 
 
 def _flag(*parts: str) -> str:
@@ -352,31 +294,6 @@ def fallback_rows(study_id: int, reason: str) -> pd.DataFrame:
     return Localizer._frame(study_id, rows)
 
 
-SCHEMA_COLUMNS = ("study_id", "series_id", "instance_number", "condition", "level", "x", "y")
-
-
-def detail_path(out_csv: Path | str) -> Path:
-    """Sidecar of a points CSV holding every row with world_x/y/z and flag: ``<stem>_detail.csv``."""
-    out_csv = Path(out_csv)
-    return out_csv.with_name(out_csv.stem + "_detail.csv")
-
-
-def write_points(points: pd.DataFrame, out_csv: Path | str) -> tuple[Path, Path]:
-    """Write ``out_csv`` in the exact train_label_coordinates.csv schema and its ``_detail.csv`` sidecar.
-
-    The schema file holds only localised rows (a row without a series cannot be expressed in that
-    schema); the sidecar keeps all 25 rows per study with world coordinates and flags. Both atomic.
-    """
-    from radspine.fsutil import write_csv_atomic
-
-    ok = (points["series_id"] >= 0) & np.isfinite(points["x"]) & np.isfinite(points["y"])
-    if (~ok).any():
-        log.warning("%d unlocalised point(s) left out of %s (see %s)", int((~ok).sum()), out_csv, detail_path(out_csv))
-    write_csv_atomic(points, detail_path(out_csv))
-    write_csv_atomic(points.loc[ok, list(SCHEMA_COLUMNS)], Path(out_csv))
-    return Path(out_csv), detail_path(out_csv)
-
-
 def localize_dataset(
     data_dir: Path | str, model_dir: Path | str, out_csv: Path | str, split: str = "test"
 ) -> pd.DataFrame:
@@ -400,15 +317,6 @@ def localize_dataset(
     out = pd.concat(frames, ignore_index=True) if frames else fallback_rows(0, "").iloc[:0]
     write_points(out, out_csv)
     return out
-
-
-def read_points(path: Path | str) -> pd.DataFrame:
-    """Read a points CSV or its ``_detail.csv`` written by :func:`localize_dataset` (ids int, flag str)."""
-    df = pd.read_csv(path, dtype={"study_id": "int64", "series_id": "int64", "instance_number": "int64"},
-                     keep_default_na=True)  # fmt: skip
-    if "flag" in df:
-        df["flag"] = df["flag"].fillna("").astype(str)
-    return df
 
 
 def model_summary(model_dir: Path | str) -> dict:

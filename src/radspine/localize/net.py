@@ -6,9 +6,6 @@ timm encoder (even resnet18) is ~100x the compute this task needs on 2 CPU cores
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 from torch import nn
@@ -140,21 +137,3 @@ def refine_argmax_1d(values: np.ndarray, positions: np.ndarray) -> tuple[int, fl
             return i, float(positions[i] + t * step)
     return i, float(positions[i])
 
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0 = unchanged), restoring the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

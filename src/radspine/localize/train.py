@@ -16,10 +16,12 @@ import torch
 from radspine.constants import CONDITION_KEYS, CONDITIONS, LEVEL_KEYS, LEVELS
 from radspine.errors import DatasetError, RadspineError
 from radspine.geometry import instance_to_world, orientation_of
+from radspine.io.volumes import StudyVolumes, load_study_volumes
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.infer import N_AX, N_SAG, Localizer, StudyVolumes, fallback_rows, load_study_volumes
-from radspine.localize.net import HeatmapUNet, gaussian_maps, resolve_device, torch_threads
+from radspine.localize.infer import N_AX, N_SAG, Localizer, fallback_rows
+from radspine.localize.net import HeatmapUNet, gaussian_maps
+from radspine.torchutil import resolve_device, torch_threads
 from radspine.types import Volume
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def normalised_coordinates(coords: pd.DataFrame) -> pd.DataFrame:
 
 def resolve_truth(vols: StudyVolumes, coords: pd.DataFrame) -> dict[tuple[str, str], TruthPoint]:
     """World positions of a study's labelled points; labels whose instance is not in a read stack are dropped."""
-    stacks = [v for v in (vols.sag_t2, vols.sag_t1, *vols.axial) if v is not None]
+    stacks = vols.all()
     out = {}
     for r in coords.itertuples(index=False):
         for vol in stacks:

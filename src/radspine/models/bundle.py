@@ -9,7 +9,12 @@ Layout::
     MODELDIR/plots/*.png     reliability diagrams
     MODELDIR/optuna.db       Optuna storage (default)
 
-``Bundle.load(dir).predict_proba(table)`` is the public prediction entry point.
+    MODELDIR/features/       features_config.json (hash must match), meta.json, embedders/ (CNN per family)
+    MODELDIR/localizer/      the localizer trained with the models (optional: the shipped one is the fallback)
+
+This module owns that layout: nothing else builds paths inside a model folder.
+``Bundle.load(dir).predict_proba(table)`` is the public prediction entry point;
+:func:`load_features_config` gives the feature config a bundle was trained with (hash-checked).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import pandas as pd
 import radspine
 from radspine.constants import SEVERITY_COLUMNS
 from radspine.errors import ModelError
+from radspine.features.schema import KEY_COLUMNS
 from radspine.fsutil import atomic_path, write_csv_atomic, write_json_atomic
 from radspine.models.calibrate import Calibrator
 from radspine.models.estimator import TableGrader, design_names
@@ -33,7 +39,6 @@ from radspine.models.estimator import TableGrader, design_names
 log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = 1
-_KEY_COLUMNS = ("study_id", "condition", "level", "side", "group", "row_id")
 
 
 def library_versions() -> dict[str, str]:
@@ -150,7 +155,7 @@ class Bundle:
             )
 
     def _check_table(self, table: pd.DataFrame) -> None:
-        missing = [c for c in (*_KEY_COLUMNS, *self.features) if c not in table.columns]
+        missing = [c for c in (*KEY_COLUMNS, *self.features) if c not in table.columns]
         if missing:
             more = f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
             raise ModelError(f"features table lacks columns required by {self.path}: {missing[:10]}{more}")
@@ -203,3 +208,68 @@ class Bundle:
     def report(self) -> dict:
         """The bundle's ``cv_report.json``."""
         return json.loads((self.path / "cv_report.json").read_text())
+
+
+def package_features(workdir: str | Path, model_dir: str | Path) -> Path:
+    """Copy what prediction needs from a training workdir into ``MODELDIR/features``.
+
+    That is the feature config (its hash must match the models'), ``meta.json`` and the CNN embedders
+    trained on all training studies, so a model bundle is self-contained.
+    """
+    import shutil
+
+    src, dst = Path(workdir), Path(model_dir) / "features"
+    if not (src / "features_config.json").is_file():
+        raise ModelError(f"{src}: no features_config.json (run `radspine extract-features` first)")
+    tmp = dst.with_name(".features.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in ("features_config.json", "meta.json"):
+        shutil.copy2(src / name, tmp / name)
+    if (src / "embedders").is_dir():
+        shutil.copytree(src / "embedders", tmp / "embedders")
+    if dst.exists():
+        shutil.rmtree(dst)
+    tmp.rename(dst)
+    return dst
+
+
+def features_dir(model_dir: str | Path) -> Path:
+    """Where a bundle keeps its feature config and CNN embedders."""
+    return Path(model_dir) / "features"
+
+
+def embedders_dir(model_dir: str | Path) -> Path:
+    """The bundle's CNN embedders (one folder per family + embedders.json)."""
+    return features_dir(model_dir) / "embedders"
+
+
+def localizer_dir(model_dir: str | Path) -> Path:
+    """The localizer trained with the bundle (``MODELDIR/localizer``)."""
+    return Path(model_dir) / "localizer"
+
+
+def load_features_config(model_dir: str | Path):
+    """``(Bundle, FeaturesConfig)`` of a bundle; refuses one whose feature config hash differs from the models'.
+
+    Raises:
+        ModelError: not a bundle, no/invalid features_config.json, or a hash mismatch.
+    """
+    from radspine.features.config import FeaturesConfig, config_hash
+
+    bundle = Bundle.load(model_dir)
+    f = features_dir(model_dir) / "features_config.json"
+    if not f.is_file():
+        raise ModelError(f"{model_dir}: bundle has no features/features_config.json (re-run `radspine tune`)")
+    try:
+        cfg = FeaturesConfig.model_validate_json(f.read_text())
+    except ValueError as err:
+        raise ModelError(f"{f}: invalid feature config ({str(err).splitlines()[0]})") from None
+    h = config_hash(cfg)
+    if h != bundle.feature_config_hash:
+        raise ModelError(
+            f"{f}: feature config hash {h} differs from the models' {bundle.feature_config_hash}; "
+            "the models were trained on other features — re-run extract-features and tune"
+        )
+    return bundle, cfg

@@ -28,6 +28,12 @@ from radspine.constants import (
     SEVERITY_COLUMNS,
 )
 from radspine.errors import DatasetError, ModelError
+from radspine.features.schema import (
+    FOLD_COLUMN,
+    SHARED_PREFIXES,
+    feature_columns,
+    read_table,
+)
 from radspine.metrics import MetricResult, priors_predictions, priors_table, score_arrays
 from radspine.models.calibrate import (
     expected_calibration_error,
@@ -38,9 +44,6 @@ from radspine.models.estimator import BACKENDS, GradeClassifier, TableGrader
 
 log = logging.getLogger(__name__)
 
-META_COLUMNS: tuple[str, ...] = ("study_id", "condition", "level", "side", "group", "row_id")
-FEATURE_PREFIXES: tuple[str, ...] = ("rad_", "cnn_", "ctx_", "geo_", "has_")
-SHARED_PREFIXES: tuple[str, ...] = ("ctx_", "geo_", "has_")
 
 
 @dataclass
@@ -63,30 +66,19 @@ class TuneOptions:
 
 # ----------------------------------------------------------------------------------------------- inputs
 def load_features(features_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Read ``features.parquet`` + ``meta.json`` from a workdir; raises DatasetError naming the file."""
+    """Read ``features.parquet`` (schema-checked) + ``meta.json`` from a workdir; DatasetError naming the file."""
     d = Path(features_dir)
-    fp, mp = d / "features.parquet", d / "meta.json"
-    for p in (fp, mp):
-        if not p.is_file():
-            raise DatasetError(f"{p}: not found (run `radspine extract-features` first)")
-    try:
-        table = pd.read_parquet(fp)
-    except Exception as err:  # pyarrow raises several unrelated types for corrupt files
-        raise DatasetError(f"{fp}: cannot read parquet: {str(err).splitlines()[0]}") from None
+    mp = d / "meta.json"
+    table = read_table(d / "features.parquet")
+    if not mp.is_file():
+        raise DatasetError(f"{mp}: not found (run `radspine extract-features` first)")
     try:
         meta = json.loads(mp.read_text())
     except json.JSONDecodeError as err:
         raise DatasetError(f"{mp}: invalid JSON: {err}") from None
-    missing = [c for c in META_COLUMNS if c not in table.columns]
-    if missing:
-        raise DatasetError(f"{fp}: missing columns {missing}")
-    if not feature_columns(table):
-        raise DatasetError(f"{fp}: no feature columns (prefixes {list(FEATURE_PREFIXES)})")
     if "config_hash" not in meta:
         raise DatasetError(f"{mp}: missing 'config_hash'")
-    table = table.copy()
-    table["study_id"] = table["study_id"].astype(int)
-    return table.reset_index(drop=True), meta
+    return table, meta
 
 
 def load_labels(data_dir: str | Path) -> pd.DataFrame:
@@ -129,11 +121,6 @@ def align_grades(table: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     return merged["grade"].to_numpy(dtype=float)
 
 
-def feature_columns(table: pd.DataFrame, prefixes: tuple[str, ...] = FEATURE_PREFIXES) -> list[str]:
-    """Numeric feature columns with one of ``prefixes``, in table order."""
-    return [c for c in table.columns if c.startswith(prefixes) and pd.api.types.is_numeric_dtype(table[c])]
-
-
 def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
     """The ablation feature sets: merged, radiomics_only (rad+shared), cnn_only (cnn+shared); empty sets dropped."""
     sets = {
@@ -150,30 +137,24 @@ def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def assign_folds(table: pd.DataFrame, grades: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold per row: studies kept whole, folds stratified by grade (sklearn StratifiedGroupKFold).
+    """Fold per row: the table's ``cv_fold`` (the folds the CNN embeddings were fitted on) when present,
+    else studies kept whole and folds stratified by grade (:func:`radspine.folds.study_folds`).
 
-    Unlabeled rows follow their study; studies with no labels at all are spread round-robin.
+    Reusing the extraction's folds is what keeps the CV honest: a grader's validation fold then never
+    holds CNN features from a network that trained on its studies.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
+    from radspine.folds import study_folds
 
-    studies = table["study_id"].to_numpy()
-    lab = ~np.isnan(grades)
-    n_lab_studies = len(np.unique(studies[lab]))
-    if k < 2 or n_lab_studies < k:
-        raise DatasetError(f"need at least {max(k, 2)} labeled studies for {k}-fold CV, have {n_lab_studies}")
-    # Stratify on group × grade so every fold sees severe rows of every group.
-    strat = table["group"].map({g: i for i, g in enumerate(GROUPS)}).to_numpy()[lab] * 3 + grades[lab].astype(
-        int
-    )
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    study_fold: dict[int, int] = {}
-    for f, (_, te) in enumerate(cv.split(np.zeros(lab.sum()), strat, groups=studies[lab])):
-        for s in np.unique(studies[lab][te]):
-            study_fold[int(s)] = f
-    rest = sorted(set(map(int, studies)) - set(study_fold))
-    for i, s in enumerate(rest):
-        study_fold[s] = i % k
-    return np.array([study_fold[int(s)] for s in studies])
+    if FOLD_COLUMN in table.columns and table[FOLD_COLUMN].notna().all():
+        folds = table[FOLD_COLUMN].to_numpy().astype(int)
+        n = len(np.unique(folds))
+        if n != k:
+            log.warning("using the feature table's %d CNN folds (%s), not --folds %d", n, FOLD_COLUMN, k)
+        lab_studies = np.unique(table["study_id"].to_numpy()[~np.isnan(grades)])
+        if len(lab_studies) < n:
+            raise DatasetError(f"need at least {n} labeled studies for {n}-fold CV, have {len(lab_studies)}")
+        return folds
+    return study_folds(table, grades, k, seed)
 
 
 # --------------------------------------------------------------------------------------------- CV core

@@ -1,0 +1,80 @@
+"""The per-study cache of ``extract-features``: ``WORKDIR/cache/<config hash>/<split>-<points hash>/``.
+
+One parquet (the study's 25 base rows) and one npz (CNN patches, their row ids, problems) per study; the
+npz is written last so its presence marks a complete entry and an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radspine.features.study import StudyFeatures, StudyJob
+from radspine.fsutil import atomic_path, write_parquet_atomic
+from radspine.types import Study
+
+
+def _cache_paths(cache_dir: Path, study_id: int) -> tuple[Path, Path]:
+    return cache_dir / f"{study_id}.parquet", cache_dir / f"{study_id}.npz"
+
+
+def is_cached(cache_dir: Path, study_id: int) -> bool:
+    """Whether a complete cache entry exists (cheap: no file is read)."""
+    pq, npz = _cache_paths(cache_dir, study_id)
+    return pq.is_file() and npz.is_file()
+
+
+def save_cached(cache_dir: Path, sf: StudyFeatures, study_id: int) -> None:
+    """Store one study's result; the npz is written last so its presence marks a complete entry."""
+    pq, npz = _cache_paths(cache_dir, study_id)
+    write_parquet_atomic(sf.rows, pq)
+    arrays = {f"patch_{k}": v for k, v in sf.patches.items()}
+    arrays.update({f"ids_{k}": np.array(v, dtype=str) for k, v in sf.patch_row_ids.items()})
+    arrays["problems"] = np.array(sf.problems, dtype=str)
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_cached(cache_dir: Path, study_id: int, *, patches: bool = True) -> StudyFeatures | None:
+    """A cached study result, or None if absent/unreadable. ``patches=False`` skips the CNN patch arrays
+    (they are re-read one family at a time by the CNN stage to bound memory)."""
+    pq, npz = _cache_paths(cache_dir, study_id)
+    if not (pq.is_file() and npz.is_file()):
+        return None
+    try:
+        rows = pd.read_parquet(pq)
+        with np.load(npz) as z:
+            arrs = {k[6:]: z[k] for k in z.files if k.startswith("patch_")} if patches else {}
+            ids = {k[4:]: [str(s) for s in z[k]] for k in z.files if k.startswith("ids_")}
+            problems = [str(s) for s in z["problems"]]
+    except (OSError, ValueError, KeyError):
+        return None
+    return StudyFeatures(rows=rows, patches=arrs, patch_row_ids=ids, problems=problems)
+
+
+def load_cached_patches(cache_dir: Path, study_id: int, family: str) -> np.ndarray | None:
+    """One family's CNN patches (n, C, H, W) from a study's cache entry, or None when it has none."""
+    _, npz = _cache_paths(cache_dir, study_id)
+    with np.load(npz) as z:
+        key = f"patch_{family}"
+        if key not in z.files:
+            return None
+        arr = z[key]
+    return arr if arr.ndim == 4 and len(arr) else None
+
+
+class CachedJob:
+    """Runs a StudyJob and stores its result in the cache; returns the study id (not the arrays, which
+    would otherwise travel back to the parent)."""
+
+    def __init__(self, job: StudyJob, cache_dir: Path):
+        self.job = job
+        self.cache_dir = cache_dir
+
+    def __call__(self, item: tuple[Study, pd.DataFrame | None]) -> int:
+        study = item[0]
+        save_cached(self.cache_dir, self.job(item), study.study_id)
+        return int(study.study_id)
