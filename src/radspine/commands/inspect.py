@@ -1,4 +1,5 @@
-"""``radspine inspect DATA_DIR``: validate a dataset folder and summarise it (the first command to run)."""
+"""``radspine inspect DATA_DIR`` / ``--dicom DIR``: validate a dataset folder or a plain DICOM export and
+summarise it (the first command to run)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("inspect")
     def inspect_cmd(
-        data_dir: Path = typer.Argument(..., help="Dataset root in the RSNA 2024 LSDC layout."),
+        data_dir: Path | None = typer.Argument(None, help="Dataset root in the RSNA 2024 LSDC layout."),
+        dicom: Path | None = typer.Option(
+            None, "--dicom", help="Instead: a plain DICOM export; list every series with the type radspine guesses."
+        ),
+        series_types: Path | None = typer.Option(
+            None, "--series-types", help="With --dicom: CSV series_id,series_description overriding the guesses."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary and every finding as JSON."),
         read_dicom: int = typer.Option(
             0, "--read-dicom", min=0, help="Also decode every series of the first N studies of each split."
@@ -25,10 +32,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check CSV schemas and folders; list studies, series per type, label counts and findings.
 
-        Exit code 0 when usable, 1 when no study has images, 2 when a CSV or the folder is broken.
+        With --dicom: one row per series (study, series, files, orientation, type, why).
+        Exit code 0 when usable, 1 when no study has images (no typed series), 2 when a CSV or the folder is broken.
         """
         with user_errors():
             import json
+
+            from radspine.errors import DatasetError
+
+            if (data_dir is None) == (dicom is None):
+                raise DatasetError("pass exactly one of DATA_DIR (Kaggle layout) or --dicom DIR (plain DICOM export)")
+            if dicom is not None:
+                return _inspect_dicom(dicom, series_types, as_json)
+            if series_types is not None:
+                raise DatasetError("--series-types only applies with --dicom DIR")
 
             from radspine.io.dataset import Dataset, iter_studies
 
@@ -97,3 +114,42 @@ def _print_summary(ds, summary: dict) -> None:
         if len(items) > _SHOW_PER_KIND:
             console.print(f"  ... and {len(items) - _SHOW_PER_KIND} more (see --json)")
     console.print("[green]usable[/green]" if summary["usable"] else "[red]unusable[/red]")
+
+
+def _inspect_dicom(dicom: Path, series_types: Path | None, as_json: bool) -> None:
+    """Scan a plain DICOM export and print every series with its typing decision."""
+    import json
+
+    from radspine.io.export import scan_export, scan_to_dict
+
+    scan = scan_export(dicom, overrides=series_types)
+    summary = scan.summary()
+    if as_json:
+        typer.echo(json.dumps(scan_to_dict(scan), indent=2, default=str))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(width=160)
+        console.print(f"[bold]DICOM export[/bold] {scan.root}", highlight=False)
+        t = Table(title="Series")
+        for col, just in (("study", "right"), ("series", "right"), ("files", "right"), ("orientation", "left"),
+                          ("type", "left"), ("why", "left")):
+            t.add_column(col, justify=just, overflow="fold")
+        for se in scan.all_series():
+            t.add_row(str(se.study_id), str(se.series_id), str(se.n_files), se.orientation,
+                      se.series_type or "[dim]skipped[/dim]", se.why.removeprefix("skipped: "))
+        console.print(t)
+        per_type = ", ".join(f"{k}: {v}" for k, v in summary["series_per_type"].items())
+        console.print(f"{summary['studies']} studies, {summary['series']} series ({per_type}; "
+                      f"{summary['series_skipped']} skipped); {summary['images']} image files, "
+                      f"{summary['non_dicom_files']} non-DICOM and {summary['non_image_dicom_files']} non-image "
+                      f"files ignored, {summary['duplicate_files']} duplicates", highlight=False)
+        for st in scan.studies:
+            console.print(f"  study {st.study_id}: {st.study_uid} ({st.source})", highlight=False, soft_wrap=True)
+        console.print("Fix a guess with --series-types CSV (series_id,series_description; "
+                      "series_description 'skip' drops a series).", highlight=False)
+    if not summary["usable"]:
+        typer.secho(f"error: {dicom}: no series typed as {', '.join(summary['series_per_type'])}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)

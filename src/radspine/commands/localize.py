@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs (default from config)."),
         config: Path | None = typer.Option(None, "--config", help="YAML config; its `localizer` section is used."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed → same model)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only (library warnings hidden)."),
     ) -> None:
         """Train the 25-point localizer from labelled coordinates and report held-out accuracy."""
         from radspine.commands import setup_logging, user_errors
@@ -43,20 +43,35 @@ def register(app: typer.Typer) -> None:
 
     @app.command("localize")
     def localize_cmd(
-        data: Path = typer.Option(..., "--data", help="Dataset root (competition layout)."),
+        data: Path | None = typer.Option(None, "--data", help="Dataset root (competition layout)."),
+        dicom: Path | None = typer.Option(
+            None, "--dicom", help="Plain DICOM export (any folders/names; series typed from headers) instead of --data."
+        ),
+        series_types: Path | None = typer.Option(
+            None, "--series-types", help="With --dicom: CSV series_id,series_description overriding the guessed types."
+        ),
         model: Path = typer.Option(..., "--model", help="Folder written by train-localizer."),
         out: Path = typer.Option(..., "--out", help="Points CSV to write (train_label_coordinates.csv schema); <stem>_detail.csv adds world_*, flag."),
         split: str = typer.Option("test", "--split", help="Which split's studies to localise (train/test)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
+        work: Path | None = typer.Option(
+            None, "--work", help="With --dicom: where the Kaggle-layout view is built (default <out folder>/localize_work)."
+        ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only (library warnings hidden)."),
     ) -> None:
-        """Predict the 25 points of every study of a split and write them as a CSV."""
-        from radspine.commands import setup_logging, user_errors
+        """Predict the 25 points of every study of a split and write them as a CSV.
+
+        With --dicom, study ids map to StudyInstanceUIDs in <work>/dicom_view/study_uids.csv.
+        """
+        from radspine.commands import dataset_root, setup_logging, user_errors
 
         setup_logging(quiet=quiet)
         with user_errors():
             from radspine.localize import detail_path, localize_dataset
 
-            df = localize_dataset(data, model, out, split=split)
+            root = dataset_root(data, dicom, series_types, work or out.parent / "localize_work", split=split)
+            df = localize_dataset(root, model, out, split=split)
             flagged = int((df["flag"] != "").sum()) if len(df) else 0
             n_studies = df["study_id"].nunique() if len(df) else 0
             typer.echo(f"{n_studies} studies, {len(df)} points → {out} ({flagged} flagged; details in {detail_path(out)})")
+            if dicom is not None:
+                typer.echo(f"study ids ↔ StudyInstanceUID: {root / 'study_uids.csv'}")

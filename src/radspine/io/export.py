@@ -255,6 +255,7 @@ def classify_series(se: SeriesScan) -> None:
     if any(v.upper() == "LOCALIZER" for v in se.image_type):
         return skip("localizer/scout (ImageType LOCALIZER)")
     if len(counts) >= 3:
+        se.orientation = "mixed"
         return skip(f"localizer/scout ({se.n_files} files in 3 orientations)")
     m = _LOCALIZER_RE.search(text.lower())
     if m and se.n_files <= 30:
