@@ -9,7 +9,7 @@ $(BIN)/radspine: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch/torchvision first, pinned, so pip takes the builds on local disk rather than downloading.
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,pretrained]"
 	touch $(BIN)/radspine
 
 setup: $(BIN)/radspine
