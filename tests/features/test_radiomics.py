@@ -237,3 +237,52 @@ def test_patch_to_features_end_to_end():
     assert not any(math.isnan(v) for v in f2.values()) and not any(math.isnan(v) for v in f3.values())
     roi = p.image[1][p.mask > 0].astype(float)
     assert f2["rad_sagt2_original_firstorder_Mean"] == pytest.approx(roi.mean(), rel=1e-9)
+
+
+def _structure_masks(n: int):
+    """New segmented masks per ROI: bright discs of varying size/position with a dark root, grown by
+    radspine.features.masks (shape and texture both change from ROI to ROI)."""
+    from radspine.features.masks import dural_sac_mask
+    from radspine.patches import Patch
+
+    rng = np.random.default_rng(5)
+    out = []
+    yy, xx = np.mgrid[0:64, 0:64]
+    for _ in range(n):
+        a, b = rng.uniform(4.0, 9.0, 2)
+        cy, cx = 31.5 + rng.normal(0, 1.5, 2)
+        r = np.hypot((yy - cy) / a, (xx - cx) / b) * 0.75
+        img = np.where(r <= 1.0, 1.0, 0.25) + rng.normal(0, 0.06, (64, 64))
+        img[np.hypot(yy - cy - a * 0.6, xx - cx) * 0.75 <= 2.0] = 0.35  # dependent root
+        img = img.astype(np.float32)
+        p = Patch(image=img[None], mask=np.ones((64, 64), np.uint8), inside=np.ones((1, 64, 64), bool),
+                  inside_fraction=1.0, spacing=(3.5, 0.75, 0.75), center_world=np.zeros(3))
+        m = dural_sac_mask(p, "axial")
+        assert m.flag == "" and m.mask.sum() > 20
+        out.append((img, m.mask.astype(np.uint8)))
+    return out
+
+
+def test_fast_matches_plain_on_structure_masks():
+    # Each ROI brings a new mask, so the shape cache never hits: every value is computed afresh.
+    params = CONFIG_DIR / "mask_2d.yaml"
+    fast = RadiomicsExtractor(params, ndim=2)
+    shapes = set()
+    for img, mask in _structure_masks(4):
+        got = fast.extract(img, mask, (0.75, 0.75))
+        _assert_same(got, plain_extract(fast.params, img, mask, (0.75, 0.75)))
+        shapes.add(round(got["original_shape2D_MeshSurface"], 6))
+        assert got["original_shape2D_MeshSurface"] == pytest.approx(mask.sum() * 0.5625, rel=0.1)
+    assert len(shapes) == 4
+
+
+def test_mask_roi_column_names():
+    ext = RadiomicsExtractor(CONFIG_DIR / "mask_2d.yaml", ndim=2, series="Axial T2", roi="sac")
+    assert "rad_axt2_sac_original_shape2D_MeshSurface" in ext.columns
+    assert all(c.startswith("rad_axt2_sac_original_") for c in ext.columns)
+    assert column_name(SAG_T2, "original_glcm_Contrast", "foramen") == "rad_sagt2_foramen_original_glcm_Contrast"
+    assert column_name(SAG_T2, "original_glcm_Contrast") == "rad_sagt2_original_glcm_Contrast"
+    with pytest.raises(ValueError, match="unknown ROI tag 'canal'"):
+        RadiomicsExtractor(CONFIG_DIR / "mask_2d.yaml", ndim=2, roi="canal")
+    with pytest.raises(ValueError, match="unknown ROI tag"):
+        column_name(SAG_T2, "x", "bad")

@@ -11,7 +11,9 @@ relative on our ROIs) but are computed faster:
 * no SimpleITK round trip for the Original image; filters (LoG, wavelet, …) are pyradiomics' own
   generators run with one SimpleITK thread (faster for small ROIs);
 * shape features depend only on (mask, spacing), so they are cached per mask — a patch ROI mask is
-  the same for every patch of a spec. The 3D shape values themselves still come from pyradiomics'
+  the same for every patch of a spec. Structure masks (``roi=...``, :mod:`radspine.features.masks`)
+  are new for every ROI and always miss the cache (2D shape costs ~0.1 ms; see
+  ``benchmarks/radiomics_bench.py``). The 3D shape values themselves still come from pyradiomics'
   C marching cubes (``radiomics._cshape``), whose O(vertices²) diameter search dominates a 3D ROI
   whenever its mask is new (~60 ms for a 5×48×54 ellipse cylinder); radspine's configs omit shape.
 
@@ -40,7 +42,7 @@ from radspine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RadiomicsExtractor", "load_params", "column_name", "plain_extract", "CONFIG_DIR"]
+__all__ = ["RadiomicsExtractor", "load_params", "column_name", "plain_extract", "CONFIG_DIR", "MASK_ROIS"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "radiomics"
 
@@ -92,12 +94,25 @@ def load_params(params: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def column_name(series: str, feature: str) -> str:
-    """``rad_<series short>_<pyradiomics feature name>``; ``series`` is a series type or a short name."""
+# ROI tags of structure masks (radspine.features.masks); the patch's fixed ellipse ROI has no tag.
+MASK_ROIS: tuple[str, ...] = ("sac", "foramen", "recess")
+
+
+def column_name(series: str, feature: str, roi: str | None = None) -> str:
+    """``rad_<series short>[_<roi>]_<pyradiomics feature name>``.
+
+    The feature name is pyradiomics' ``<imageType>_<class>_<feature>``; ``roi`` (one of
+    :data:`MASK_ROIS`) marks features of a segmented structure mask, e.g.
+    ``rad_axt2_sac_original_shape2D_MeshSurface``; without it the ROI is the patch's fixed ellipse
+    (``rad_axt2_original_glcm_Contrast``). No pyradiomics image type starts with a ROI tag, so the two
+    never collide.
+    """
     short = SERIES_SHORT.get(series, series)
     if short not in SERIES_SHORT.values():
         raise ValueError(f"unknown series {series!r}; expected one of {sorted(SERIES_SHORT)}")
-    return f"rad_{short}_{feature}"
+    if roi is not None and roi not in MASK_ROIS:
+        raise ValueError(f"unknown ROI tag {roi!r}; expected one of {MASK_ROIS}")
+    return f"rad_{short}_{roi}_{feature}" if roi else f"rad_{short}_{feature}"
 
 
 def _quiet_pyradiomics() -> None:
@@ -156,6 +171,7 @@ class RadiomicsExtractor:
         params: path to a pyradiomics params YAML, or the params dict itself.
         ndim: 2 for (H, W) patches passed as true 2D images, 3 for (S, H, W) stacks.
         series: series type or short name; when given, keys are ``rad_<series>_<feature>``.
+        roi: structure-mask tag (:data:`MASK_ROIS`); keys become ``rad_<series>_<roi>_<feature>``.
         fast: False forces plain pyradiomics (reference mode, same output names).
         sitk_threads: SimpleITK threads while filters run (None leaves the global default).
     """
@@ -168,7 +184,10 @@ class RadiomicsExtractor:
         series: str | None = None,
         fast: bool = True,
         sitk_threads: int | None = 1,
+        roi: str | None = None,
     ) -> None:
+        if roi is not None and roi not in MASK_ROIS:
+            raise ValueError(f"unknown ROI tag {roi!r}; expected one of {MASK_ROIS}")
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
         from radiomics import featureextractor, getFeatureClasses
@@ -178,6 +197,7 @@ class RadiomicsExtractor:
         self.source = str(params) if not isinstance(params, Mapping) else "<params dict>"
         self.ndim = ndim
         self.series = series
+        self.roi = roi
         self.sitk_threads = sitk_threads
         # Let pyradiomics resolve defaults exactly as execute() would.
         ref = featureextractor.RadiomicsFeatureExtractor(dict(self.params))
@@ -248,7 +268,9 @@ class RadiomicsExtractor:
 
     def column(self, feature: str) -> str:
         """Output key of a pyradiomics feature name (``rad_<series>_…`` when a series is set)."""
-        return column_name(self.series, feature) if self.series else feature
+        if not self.series:
+            return f"{self.roi}_{feature}" if self.roi else feature
+        return column_name(self.series, feature, self.roi)
 
     @property
     def columns(self) -> list[str]:
