@@ -420,3 +420,34 @@ def test_probe_series_folder(tmp_path):
     (tmp_path / "ok" / "0.dcm").write_bytes(b"junk")
     assert probe_series_folder(tmp_path / "ok") == (3, True)
     assert looks_like_dicom(TEST_FILES / "MR_small.dcm") and not looks_like_dicom(tmp_path / "ok" / "0.dcm")
+
+
+def test_dropped_slice_leaves_a_gap_not_a_second_stack(tmp_path):
+    paths = write_series(tmp_path / "s", ramp(8, 6, 6), origin=(0, 0, 0), row_cosine=(0, 1, 0),
+                         col_cosine=(0, 0, -1), slice_step=4.0)
+    paths[3].write_bytes(b"\x00" * 400)
+    (v,) = read_series(tmp_path / "s")
+    assert v.instance_numbers.tolist() == [1, 2, 3, 5, 6, 7, 8]
+    np.testing.assert_allclose(np.diff(v.slice_offsets), [4, 4, 8, 4, 4, 4])
+    assert v.slice_spacing == pytest.approx(4.0)
+    # Two dropped neighbours: still one stack (two missing planes, two dropped files).
+    paths[4].write_bytes(b"\x00" * 400)
+    (v,) = read_series(tmp_path / "s")
+    assert v.instance_numbers.tolist() == [1, 2, 3, 6, 7, 8]
+
+
+def test_real_gap_still_splits_despite_a_dropped_slice(tmp_path):
+    # The 10 mm jump is not a whole number of 3 mm steps, and two missing planes need two dropped files.
+    pos_a = np.array([[0, 0, 3.0 * k] for k in range(4)])
+    write_series(tmp_path / "s", ramp(4, 6, 6), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0),
+                 positions=pos_a)
+    write_series(tmp_path / "s", ramp(3, 6, 6), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0),
+                 positions=pos_a[-1] + np.array([[0, 0, 10.0 + 3.0 * k] for k in range(3)]),
+                 instance_numbers=[5, 6, 7])
+    (tmp_path / "s" / "8.dcm").write_bytes(b"junk")
+    assert [v.instance_numbers.tolist() for v in read_series(tmp_path / "s")] == [[1, 2, 3, 4], [5, 6, 7]]
+    (tmp_path / "s" / "8.dcm").unlink()
+    write_series(tmp_path / "t", ramp(6, 6, 6), origin=(0, 0, 0), row_cosine=(1, 0, 0), col_cosine=(0, 1, 0),
+                 positions=np.array([[0, 0, z] for z in (0, 3, 6, 15, 18, 21)]))
+    (tmp_path / "t" / "7.dcm").write_bytes(b"junk")  # one dropped file, but the 9 mm gap lacks two planes
+    assert [v.instance_numbers.tolist() for v in read_series(tmp_path / "t")] == [[1, 2, 3], [4, 5, 6]]

@@ -36,6 +36,8 @@ INPLANE_TOL_PX = 0.3
 SAME_PLANE_MM = 0.01
 # A step larger than this multiple of the stack's median step is a gap that starts a new stack.
 GAP_FACTOR = 1.5
+# A gap within this fraction of a whole number of steps is "planes missing", not a new stack.
+GAP_WHOLE_STEPS_TOL = 0.1
 
 _META_TAGS = (
     "Manufacturer",
@@ -285,8 +287,11 @@ def _same_grid(a: _Slice, b: _Slice) -> bool:
     )
 
 
-def _group(slices: list[_Slice]) -> list[list[_Slice]]:
-    """Partition slices into parallel stacks that share one in-plane grid, without gaps."""
+def _group(slices: list[_Slice], missing: int = 0) -> list[list[_Slice]]:
+    """Partition slices into parallel stacks that share one in-plane grid, without gaps.
+
+    ``missing``: slices of the series that were dropped; gaps they can explain do not split a stack.
+    """
     groups: list[list[_Slice]] = []
     for s in slices:  # orientation + size + spacing
         for g in groups:
@@ -314,12 +319,16 @@ def _group(slices: list[_Slice]) -> list[list[_Slice]]:
             else:
                 grids.append((inplane, [s]))
         for _, members in grids:
-            stacks.extend(_split_along_normal(members, normal))
+            stacks.extend(_split_along_normal(members, normal, missing))
     return stacks
 
 
-def _split_along_normal(members: list[_Slice], normal: np.ndarray) -> list[list[_Slice]]:
-    """Sort by position along the normal; repeated planes go to separate layers; split layers at gaps."""
+def _split_along_normal(members: list[_Slice], normal: np.ndarray, missing: int = 0) -> list[list[_Slice]]:
+    """Sort by position along the normal; repeated planes go to separate layers; split layers at gaps.
+
+    A gap of a whole number k of steps is kept inside the stack while ``missing`` (dropped slices)
+    can account for its k - 1 absent planes: one corrupt slice must not cut a stack in two.
+    """
     inst = [s.instance if s.instance is not None else 0 for s in members]
     offsets = np.array([s.position @ normal for s in members])
     order = sorted(range(len(members)), key=lambda i: (offsets[i], inst[i]))
@@ -336,7 +345,16 @@ def _split_along_normal(members: list[_Slice], normal: np.ndarray) -> list[list[
         d = np.diff(offsets[layer])
         if d.size >= 2:
             step = float(np.median(d))
-            cuts = [j + 1 for j, v in enumerate(d) if v > GAP_FACTOR * step]
+            cuts = []
+            budget = missing
+            for j, v in enumerate(d):
+                if v <= GAP_FACTOR * step:
+                    continue
+                k = round(v / step)
+                if 1 <= k - 1 <= budget and abs(v / step - k) < GAP_WHOLE_STEPS_TOL:
+                    budget -= k - 1
+                    continue
+                cuts.append(j + 1)
         else:
             cuts = []
         for part in np.split(np.array(layer), cuts):
@@ -435,7 +453,7 @@ def read_series(
     if len(sizes) > 1:
         shown = ", ".join(f"{c}x{r}: {n}" for (r, c), n in sorted(sizes.items()))
         log.warning("%s: slices have %d image sizes (%s); each size is its own stack", folder, len(sizes), shown)
-    stacks = sorted(_group(slices), key=lambda st: min(s.instance or 0 for s in st))
+    stacks = sorted(_group(slices, missing=len(dropped)), key=lambda st: min(s.instance or 0 for s in st))
     return [
         _to_volume(st, study_id=study_id, series_id=series_id, description=description, stack_index=i,
                    dropped=dropped)
