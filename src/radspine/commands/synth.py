@@ -27,6 +27,11 @@ def register(app: typer.Typer) -> None:
         no_quirks: bool = typer.Option(False, "--no-quirks",
                                        help="Turn every quirk, variation and reader noise off (clean studies)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the images of an existing output folder."),
+        preset: str = typer.Option("", "--preset", help="Series geometry preset: 'rsna' = real matrix sizes (incl. "
+                                   "non-square), 260-400 mm sagittal FOV, 15-24 sagittal / 25-60 axial slices, 16-bit, "
+                                   "some compressed series; --size is then unused. Default: small square phantom."),
+        matrix_scale: float = typer.Option(1.0, "--matrix-scale", help="With --preset: shrink matrices by this "
+                                           "factor in (0, 1], keeping the FOV (small test phantoms)."),
     ) -> None:
         """Render phantom studies (sagittal T1, sagittal T2/STIR, axial T2) with labels, coordinates and truth."""
         with user_errors():
@@ -38,7 +43,8 @@ def register(app: typer.Typer) -> None:
             from radspine.synth import QuirkConfig, make_dataset
 
             setup_logging()
-            rates = {f.name: getattr(QuirkConfig.none() if no_quirks else QuirkConfig(), f.name)
+            base = QuirkConfig.none() if no_quirks else (QuirkConfig.rsna() if preset == "rsna" else QuirkConfig())
+            rates = {f.name: getattr(base, f.name)
                      for f in dataclasses.fields(QuirkConfig)}
             for item in quirk:
                 name, sep, value = item.partition("=")
@@ -49,7 +55,8 @@ def register(app: typer.Typer) -> None:
                 except ValueError:
                     raise ConfigError(f"--quirk {item!r}: rate {value!r} is not a number") from None
             summary = make_dataset(out, train_studies, test_studies, seed=seed, size=size,
-                                   quirks=QuirkConfig(**rates), workers=workers, overwrite=overwrite)
+                                   quirks=QuirkConfig(**rates), workers=workers, overwrite=overwrite,
+                                   preset=preset or None, matrix_scale=matrix_scale)
             summary.pop("train_study_ids")
             summary.pop("test_study_ids")
             typer.echo(json.dumps(summary))

@@ -176,7 +176,7 @@ def plan_axial(rng: np.random.Generator, pat: Patient, size: int, series_id: int
             col = np.cross(normal, row_k)  # row x col = normal
             k = int(rng.integers(3, 6))
             if n_slices is not None:
-                k = int(np.clip(round(n_slices / len(discs)) + k - 4, 3, 12))
+                k = int(np.clip(round(n_slices / len(discs)), 3, 12))
             offs = (np.arange(k) - (k - 1) / 2) * gap + rng.normal(0, 1.0)
             c = pat.to_world(s0, d_c, 0.0) + in_plane
             for o in offs[::-1]:  # superior slice first

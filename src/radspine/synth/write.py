@@ -185,7 +185,12 @@ def _compress_file(path: Path, ds, kind: str) -> None:
             ds.file_meta.TransferSyntaxUID = JPEGLSLossless
             ds.save_as(path, enforce_file_format=True)
             return
-    ds.compress(JPEG2000Lossless if kind == "j2k" else RLELossless)
+    if kind == "j2k" and min(int(ds.Rows), int(ds.Columns)) < 64:
+        kind = "rle"  # openjpeg's 6 resolution levels need >= 32 px a side; tiny test phantoms use RLE
+    if kind == "j2k":
+        # openjpeg logs an INFO line per encoded tile; thousands of them would drown the CLI's log.
+        logging.getLogger("openjpeg").setLevel(logging.WARNING)
+    ds.compress(JPEG2000Lossless if kind == "j2k" else RLELossless, generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)
 
 
