@@ -66,9 +66,10 @@ def register(app: typer.Typer) -> None:
 
         setup_logging(quiet=quiet)
         with user_errors():
+            # Argument mistakes first, before the (slow) torch import.
+            root = dataset_root(data, dicom, series_types, work or out.parent / "localize_work", split=split)
             from radspine.localize import detail_path, localize_dataset
 
-            root = dataset_root(data, dicom, series_types, work or out.parent / "localize_work", split=split)
             df = localize_dataset(root, model, out, split=split)
             flagged = int((df["flag"] != "").sum()) if len(df) else 0
             n_studies = df["study_id"].nunique() if len(df) else 0
