@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -621,9 +622,8 @@ class SeriesLabels:
         out = []
         order = {int(n): k for k, n in enumerate(self.instance_numbers)}
         for v in self.plan.volumes():
-            v.pixels = self.labels[[order[int(n)] for n in v.instance_numbers]].astype(np.float32)
-            v.study_id = self.study_id
-            out.append(v)
+            pix = self.labels[[order[int(n)] for n in v.instance_numbers]].astype(np.float32)
+            out.append(dataclasses.replace(v, pixels=pix, study_id=self.study_id))
         return out
 
 
