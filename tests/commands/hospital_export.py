@@ -20,7 +20,7 @@ from radspine import constants as C
 # (study index, Kaggle type) → (SeriesDescription, ProtocolName, extra tags)
 DESCRIPTIONS: dict[tuple[int, str], tuple[str, str, dict]] = {
     (0, C.SAG_T1): ("t1_tse_sag", "t1_tse_sag", {}),
-    (0, C.SAG_T2): ("", "", {}),  # empty description: TR 3500 / TE 95 says T2
+    (0, C.SAG_T2): ("", "", {"RepetitionTime": "3500", "EchoTime": "95"}),  # empty description: TR/TE say T2
     (0, C.AX_T2): ("AX T2 FSE", "", {}),
     (1, C.SAG_T1): ("T1 FSE SAG", "", {}),
     (1, C.SAG_T2): ("SAG T2 TIRM", "t2_tirm_sag", {"InversionTime": "150"}),
