@@ -165,18 +165,20 @@ def _disk(radius_px: float) -> np.ndarray:
 
 
 def convex_hull(mask: np.ndarray) -> np.ndarray:
-    """Pixels whose centres lie in the convex hull of the mask's pixel corners (scipy Qhull)."""
-    from scipy.spatial import Delaunay, QhullError
+    """The mask plus every pixel whose centre lies in the convex hull of its pixels' corners (scipy Qhull)."""
+    from scipy.spatial import ConvexHull, QhullError
 
-    ys, xs = np.nonzero(mask)
+    edge = mask & ~ndimage.binary_erosion(mask)  # the hull only depends on the boundary pixels
+    ys, xs = np.nonzero(edge)
     corners = np.concatenate([np.stack([ys + dy, xs + dx], 1) for dy in (-0.5, 0.5) for dx in (-0.5, 0.5)])
     try:
-        tri = Delaunay(corners)
+        eq = ConvexHull(corners).equations  # rows (a, b, c): inside where a*y + b*x + c <= 0
     except QhullError:  # collinear pixels: the mask is its own hull
         return mask
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     gy, gx = np.mgrid[y0:y1, x0:x1]
-    inside = tri.find_simplex(np.stack([gy.ravel(), gx.ravel()], 1)) >= 0
+    pts = np.stack([gy.ravel(), gx.ravel()], 1).astype(float)
+    inside = np.all(pts @ eq[:, :2].T + eq[:, 2] <= 1e-9, axis=1)
     out = mask.copy()
     out[y0:y1, x0:x1] |= inside.reshape(gy.shape)
     return out

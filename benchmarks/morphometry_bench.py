@@ -1,0 +1,139 @@
+"""Benchmark: morphometry error vs the phantom's geometric truth, and milliseconds per level.
+
+A small clean phantom (QuirkConfig.none()), patches at the labelled points, ``measure_detailed`` per row.
+Truth: canal AP from synth_landmarks.csv; sac area, foramen and recess sizes from the re-drawn anatomy
+(the same private draw make_dataset uses; see tests/features/test_morphometry.py). Prints one JSON object.
+
+    python benchmarks/morphometry_bench.py [--studies 4] [--size 128] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+
+def _patients(root: Path, n: int, seed: int, size: int, q):
+    from radspine.synth.anatomy import Patient, Variation
+    from radspine.synth.labels import sample_latents
+    from radspine.synth.write import _StudyJob, _variation_rngs
+
+    id_seq, *seqs = np.random.SeedSequence(seed).spawn(1 + n)
+    id_rng = np.random.default_rng(id_seq)
+    ids: list[int] = []
+    while len(ids) < n:
+        v = int(id_rng.integers(10**6, 4_290_000_000))
+        if v not in ids:
+            ids.append(v)
+    out = {}
+    for sid, sq in zip(ids, seqs, strict=True):
+        rng = np.random.default_rng(sq)
+        rr, ar, _, _ = _variation_rngs(_StudyJob("train", sid, sq, seed, size, q, str(root)))
+        lat = sample_latents(rng, 1, q, reader_rng=rr)[0]
+        out[sid] = Patient.sample(rng, lat, Variation.sample(ar, q))
+    return out
+
+
+def _sac_area(p, disc: int) -> float:
+    nar = p.canal_nar[disc]
+    ant, post = p._canal_walls(nar)
+    half_ap, dc = (post - ant) / 2, (ant + post) / 2
+    d, lx = np.meshgrid(np.arange(dc - 15, dc + 15, 0.05), np.arange(-20, 20, 0.05), indexing="ij")
+    rn = np.where(lx > 0, p.recess_nar[0][disc], p.recess_nar[1][disc])
+    hw = (p.canal_w / 2 * (1 - 0.2 * nar) - 1.0) * (1 - 0.3 * rn)
+    m = (lx / hw) ** 2 + ((d - dc) / half_ap) ** 2 < 1
+    r = 4.0 * p.size * (1 - rn)
+    m |= ((np.abs(lx) - (p.canal_w / 2 - 2)) / r) ** 2 + ((d - (p.a_ap + 4)) / r) ** 2 < 1
+    return float(m.sum() * 0.05**2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--studies", type=int, default=4)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+
+    from radspine.features.morphometry import measure_detailed
+    from radspine.geometry import nearest_stack, pixel_to_world
+    from radspine.io.dataset import Dataset, read_study
+    from radspine.patches import PatchConfig, extract_patch
+    from radspine.synth import QuirkConfig, make_dataset
+    from radspine.synth.anatomy import LEVEL_DISC
+
+    q = QuirkConfig.none()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_dataset(root, a.studies, 0, seed=a.seed, size=a.size, quirks=q)
+        pats = _patients(root, a.studies, a.seed, a.size, q)
+        truth = pd.read_csv(root / "synth_truth.csv").set_index(["study_id", "condition", "level"]).severity
+        ds = Dataset.open(root)
+        cfg = PatchConfig()
+        rows, t_total = [], 0.0
+        for st in ds.studies("train"):
+            vols, _ = read_study(st)
+            by_type: dict[str, list] = {}
+            for s in st.series:
+                by_type.setdefault(s.description, []).extend(vols.get(s.series_id, []))
+            allv = [v for vs in by_type.values() for v in vs]
+            p = pats[st.study_id]
+            for r in ds.coordinates[ds.coordinates.study_id == st.study_id].itertuples():
+                vol = next(v for v in allv if v.series_id == r.series_id and np.any(v.instance_numbers == r.instance_number))
+                pt = pixel_to_world(vol, float(r.x), float(r.y), vol.slice_index(int(r.instance_number)))
+                patches = {}
+                for name, spec in cfg.specs_for(r.condition).items():
+                    v, pr, inside = nearest_stack(by_type[spec.series], pt)
+                    patches[name] = extract_patch(v, pt, spec) if inside and abs(pr.distance_mm) <= 8 else None
+                t0 = time.perf_counter()
+                res = measure_detailed(r.condition, patches)
+                t_total += time.perf_counter() - t0
+                disc, side = LEVEL_DISC[r.level], 0 if r.condition.startswith("left") else 1
+                t = {"sev": truth[(st.study_id, r.condition, r.level)], "disc_height_mm": p.h_disc[disc]}
+                if r.condition == "spinal_canal_stenosis":
+                    t.update(canal_ap_mm=p.canal_ap_at(disc), canal_ap_sag_mm=p.canal_ap_at(disc),
+                             dural_sac_area_mm2=_sac_area(p, disc))
+                elif "foraminal" in r.condition:
+                    sn = p.foramen_nar[side][disc]
+                    hf = (0.5 * p.h_disc[disc] + 0.3 * 26.5 * p.size) * (1 - 0.45 * sn)
+                    t.update(foramen_area_mm2=math.pi * hf * 5.0 * p.size * (1 - 0.6 * sn), foramen_height_mm=2 * hf)
+                else:
+                    t.update(recess_depth_mm=2 * 4.0 * p.size * (1 - p.recess_nar[side][disc]))
+                rows.append((t, res.values, res.reasons))
+    out: dict = {"studies": a.studies, "size": a.size, "rows": len(rows),
+                 "ms_per_row": round(1e3 * t_total / max(len(rows), 1), 2), "measurements": {}}
+    names = ["dural_sac_area_mm2", "canal_ap_mm", "canal_ap_sag_mm", "foramen_area_mm2", "foramen_height_mm",
+             "recess_depth_mm", "disc_height_mm"]
+    for name in names:
+        pairs = [(v[f"mor_{name}"], t[name], t["sev"]) for t, v, _ in rows if name in t]
+        ok = [(m, tr, s) for m, tr, s in pairs if np.isfinite(m)]
+        if not ok:
+            continue
+        m, tr, s = (np.array(x) for x in zip(*ok, strict=True))
+        out["measurements"][name] = {
+            "measured": f"{len(ok)}/{len(pairs)}",
+            "median_error": round(float(np.median(m - tr)), 3),
+            "median_abs_error": round(float(np.median(np.abs(m - tr))), 3),
+            "median_rel_abs_error": round(float(np.median(np.abs(m - tr) / tr)), 4),
+            "spearman_vs_truth": round(float(spearmanr(m, tr)[0]), 3),
+            "spearman_vs_severity": round(float(spearmanr(m, s)[0]), 3),
+            "truth_spearman_vs_severity": round(float(spearmanr(tr, s)[0]), 3),
+        }
+    reasons: dict[str, int] = {}
+    for _, _, why in rows:
+        for k, r in why.items():
+            if r not in ("", "not applicable"):
+                reasons[f"{k}: {r}"] = reasons.get(f"{k}: {r}", 0) + 1
+    out["nan_reasons"] = reasons
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
