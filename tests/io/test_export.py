@@ -257,3 +257,28 @@ def test_study_without_typed_series_still_gets_a_folder(export, tmp_path):
     from radspine.io.dataset import Dataset
 
     assert st.study_id in [x.study_id for x in Dataset.open(view).studies("test")]
+
+
+def test_duplicate_copies_and_non_image_dicom_are_counted_not_scanned(export, scan, tmp_path):
+    import shutil
+
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    root = tmp_path / "export"
+    shutil.copytree(export["root"], root)
+    some = next(p for p in root.rglob("IM*"))
+    shutil.copy(some, root / "copy_of_one_image")  # PACS exports often hold the same image twice
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory (a DICOMDIR)
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["dicomdir"])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.FileSetID = "EXPORT"
+    ds.save_as(root / "DICOMDIR", enforce_file_format=True)
+    s = scan_export(root)
+    assert s.duplicates == 1 and s.non_image == 1 and s.non_dicom == 2
+    assert s.n_images == scan.n_images
+    assert [se.n_files for se in s.all_series()] == [se.n_files for se in scan.all_series()]

@@ -194,6 +194,35 @@ def _read_header(path: Path):
         return None
 
 
+def _facts(ds: Any) -> dict[str, Any] | None:
+    """What the scan needs from one header; None for DICOM without an image or study/series UID."""
+    study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+    series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    if not study_uid or not series_uid or ds.get("Rows") is None:
+        return None
+    image_type = ds.get("ImageType")
+    if image_type is None or image_type == "":
+        types: tuple[str, ...] = ()
+    elif isinstance(image_type, str):
+        types = (image_type,)
+    else:
+        types = tuple(str(v) for v in image_type)
+    return {
+        "study_uid": study_uid, "series_uid": series_uid,
+        "sop": str(ds.get("SOPInstanceUID", "") or "").strip(),
+        "instance": _int(ds, "InstanceNumber"),
+        "orientation": _orientation_of(ds.get("ImageOrientationPatient")),
+        "series": {
+            "study_uid": study_uid, "series_uid": series_uid, "series_number": _int(ds, "SeriesNumber"),
+            "description": str(ds.get("SeriesDescription", "") or "").strip(),
+            "protocol": str(ds.get("ProtocolName", "") or "").strip(),
+            "modality": str(ds.get("Modality", "") or "").strip(), "image_type": types,
+            "tr": _float(ds, "RepetitionTime"), "te": _float(ds, "EchoTime"), "ti": _float(ds, "InversionTime"),
+            "contrast_agent": str(ds.get("ContrastBolusAgent", "") or "").strip(),
+        },
+    }
+
+
 def _iter_files(root: Path) -> Iterable[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -390,35 +419,28 @@ def scan_export(dicom_dir: str | Path, overrides: str | Path | pd.DataFrame | No
             if len(scan.non_dicom_examples) < 5:
                 scan.non_dicom_examples.append(str(path))
             continue
-        study_uid = str(ds.get("StudyInstanceUID", "") or "").strip()
-        series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
-        if not study_uid or not series_uid or ds.get("Rows") is None:
+        try:
+            facts = _facts(ds)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
+            # A header pydicom cannot convert (malformed VR values): skip the file, keep the batch going.
+            log.warning("%s: unreadable DICOM header (%s); ignored", path, str(err).splitlines()[0] if str(err) else err)
             scan.non_image += 1
             continue
-        sop = str(ds.get("SOPInstanceUID", "") or "").strip()
-        if sop:
-            if sop in seen_sop:
+        if facts is None:
+            scan.non_image += 1
+            continue
+        if facts["sop"]:
+            if facts["sop"] in seen_sop:
                 scan.duplicates += 1
                 continue
-            seen_sop.add(sop)
-        se = series.get((study_uid, series_uid))
+            seen_sop.add(facts["sop"])
+        key = (facts["study_uid"], facts["series_uid"])
+        se = series.get(key)
         if se is None:
-            image_type = ds.get("ImageType")
-            se = series[(study_uid, series_uid)] = SeriesScan(
-                study_uid=study_uid, series_uid=series_uid, files=[],
-                series_number=_int(ds, "SeriesNumber"),
-                description=str(ds.get("SeriesDescription", "") or "").strip(),
-                protocol=str(ds.get("ProtocolName", "") or "").strip(),
-                modality=str(ds.get("Modality", "") or "").strip(),
-                image_type=tuple(str(v) for v in image_type) if image_type is not None and not isinstance(image_type, str)
-                else ((str(image_type),) if image_type else ()),
-                tr=_float(ds, "RepetitionTime"), te=_float(ds, "EchoTime"), ti=_float(ds, "InversionTime"),
-                contrast_agent=str(ds.get("ContrastBolusAgent", "") or "").strip(),
-            )
+            se = series[key] = SeriesScan(files=[], **facts["series"])
         se.files.append(path)
-        se.instance_numbers.append(_int(ds, "InstanceNumber"))
-        o = _orientation_of(ds.get("ImageOrientationPatient"))
-        se.orientations[o] = se.orientations.get(o, 0) + 1
+        se.instance_numbers.append(facts["instance"])
+        se.orientations[facts["orientation"]] = se.orientations.get(facts["orientation"], 0) + 1
         scan.n_images += 1
     if not series:
         extra = f" ({scan.non_dicom} non-DICOM files, e.g. {scan.non_dicom_examples[0]})" if scan.non_dicom_examples else ""
