@@ -174,11 +174,14 @@ def _compress_file(path: Path, ds, kind: str) -> None:
             if not reader.Read():
                 raise DatasetError(f"synth: GDCM cannot read {path} to compress it")
             change.SetInput(reader.GetImage())
+            if not change.Change():
+                raise DatasetError(f"synth: GDCM could not JPEG-LS encode {path}")
             writer = gdcm.ImageWriter()
             writer.SetFileName(str(tmp))
             writer.SetFile(reader.GetFile())
-            if not (change.Change() and (writer.SetImage(change.GetOutput()) or True) and writer.Write()):
-                raise DatasetError(f"synth: GDCM could not JPEG-LS encode {path}")
+            writer.SetImage(change.GetOutput())
+            if not writer.Write():
+                raise DatasetError(f"synth: GDCM could not write {tmp}")
             data = dcmread(tmp).PixelData
             tmp.unlink()
             ds.PixelData = data
