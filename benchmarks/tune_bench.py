@@ -29,14 +29,20 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="dataset root with train.csv (with --features)")
     args = ap.parse_args()
 
+    import sys
+    from pathlib import Path
+
     import optuna
 
-    from radspine.models.fake_table import make_fake_table
-    from radspine.models.tune import TuneOptions, tune
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake table is a test helper
+    from helpers.fake_table import make_fake_table
+
+    from radspine.commands.tune import load_labels
+    from radspine.models.tune import TuneConfig, tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.features:
-        from radspine.models.tune import load_features, load_labels
+        from radspine.models.tune import load_features
 
         table, meta = load_features(args.features)
         labels = load_labels(args.data)
@@ -51,7 +57,7 @@ def main() -> None:
             labels,
             out,
             meta,
-            TuneOptions(trials=args.trials, folds=args.folds, seed=args.seed, n_jobs=args.n_jobs),
+            TuneConfig(trials=args.trials, folds=args.folds, seed=args.seed, n_jobs=args.n_jobs),
         )
         wall = time.perf_counter() - t0
     abl = rep["ablations"]
@@ -75,6 +81,9 @@ def main() -> None:
                 "mode_margin": round(rep["mode_selection"]["margin"], 4),
                 "calibration": rep["calibration"]["method"],
                 "cv_score": round(rep["score"], 4),
+                "score_unbiased": round(rep["score_unbiased"], 4),
+                "score_selection": round(rep["score_selection"], 4),
+                "selection_gap": round(rep["score_unbiased"] - rep["score_selection"], 4),
                 "cv_before_calibration": round(abl["merged"]["before"]["score"], 4),
                 "priors_only": round(rep["priors_only_score"], 4),
                 "ablations_after": {k: round(v["after"]["score"], 4) for k, v in abl.items()},

@@ -12,7 +12,7 @@ import pytest
 
 def shared_example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One example run per test session, shared by this module and test_notebook (built on first use)."""
-    from radspine.analysis import write_example_run
+    from helpers.fake_table import write_example_run
 
     root = tmp_path_factory.getbasetemp() / "radspine_example_run"
     if not (root / "predictions.csv").is_file():  # predictions.csv is written last

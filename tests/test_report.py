@@ -17,7 +17,7 @@ SEED = 0
 
 def _fit_bundle(out: Path, features_table: pd.DataFrame, labels: pd.DataFrame) -> tuple[list[str], str]:
     """A small two-backend bundle (blend weights differ per group) fitted directly, no Optuna."""
-    from radspine.models.fake_table import fit_quick_bundle
+    from helpers.fake_table import fit_quick_bundle
 
     feats = fit_quick_bundle(out, features_table, labels, n_estimators=25, min_child_samples=5, seed=SEED,
                              blend_weights={"spinal": 0.3, "foraminal": 0.6, "subarticular": 1.0},
@@ -37,7 +37,7 @@ def _remap(table: pd.DataFrame, ids: list[int]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from radspine.models.fake_table import make_fake_table
+    from helpers.fake_table import make_fake_table
 
     table, labels = make_fake_table(40, seed=SEED, n_rad_noise=6, n_cnn=4)
     d = tmp_path_factory.mktemp("report_model") / "model"
@@ -49,11 +49,12 @@ def model_dir(tmp_path_factory) -> Path:
 def pred_dir(tmp_path_factory, phantom_root: Path, model_dir: Path) -> Path:
     """A predict-shaped output for the phantom's train split: label coordinates as the points, bundle probabilities
     (grades rotated so every colour appears), features table where predict leaves it."""
+    from helpers.fake_table import make_fake_table
+
     from radspine.geometry import instance_to_world
     from radspine.io.dataset import Dataset
     from radspine.io.dicom import read_series
     from radspine.models.bundle import Bundle
-    from radspine.models.fake_table import make_fake_table
     from radspine.predict import expected_severity
 
     ds = Dataset.open(phantom_root)
@@ -179,10 +180,10 @@ def test_points_drawn_at_predicted_pixels(study_report) -> None:
 
 def test_shap_values_sum_to_raw_model_output(model_dir: Path) -> None:
     import xgboost as xgb
+    from helpers.fake_table import make_fake_table
 
     from radspine.models.bundle import Bundle
     from radspine.models.estimator import design_matrix
-    from radspine.models.fake_table import make_fake_table
 
     b = Bundle.load(model_dir)
     table = make_fake_table(3, seed=SEED + 7, n_rad_noise=6, n_cnn=4)[0]
@@ -194,8 +195,8 @@ def test_shap_values_sum_to_raw_model_output(model_dir: Path) -> None:
         for g in GROUPS:
             m = (table["group"] == g).to_numpy()
             X = design_matrix(table[m], b.features, b.info["mode"])
-            lm = b.models["lightgbm"].models[g]
-            xm = b.models["xgboost"].models[g]
+            lm = b.models["lightgbm"].models_[g]
+            xm = b.models["xgboost"].models_[g]
             assert list(lm.classes_) == [0, 1, 2] and list(xm.classes_) == [0, 1, 2]
             raw_l = lm.booster_.predict(X, raw_score=True, num_iteration=lm.best_iteration_)[:, k]
             d = xgb.DMatrix(X, feature_names=[f"f{i}" for i in range(X.shape[1])])
@@ -206,8 +207,9 @@ def test_shap_values_sum_to_raw_model_output(model_dir: Path) -> None:
 
 
 def test_top_contributions_rank_shap_of_predicted_grade(model_dir: Path) -> None:
+    from helpers.fake_table import make_fake_table
+
     from radspine.models.bundle import Bundle
-    from radspine.models.fake_table import make_fake_table
     from radspine.report import plain_feature_name, top_contributions
 
     b = Bundle.load(model_dir)

@@ -84,8 +84,9 @@ def _grades_from_solution(path: Path) -> pd.Series:
 
 def load_run(root: str | Path) -> RunData:
     """Read a demo output folder (layout in the module docstring); DatasetError names what is missing."""
+    from radspine.io.dataset import read_train_csv
     from radspine.models.bundle import Bundle
-    from radspine.models.tune import align_grades, read_train_csv
+    from radspine.models.tune import align_grades, wide_to_long
     from radspine.report import load_predictions
 
     root = Path(root)
@@ -93,7 +94,7 @@ def load_run(root: str | Path) -> RunData:
     if not fp.is_file():
         raise DatasetError(f"{root}: no work/train/features.parquet (run `radspine demo --out {root}`)")
     train = pd.read_parquet(fp)
-    train["grade"] = align_grades(train, read_train_csv(root / "data" / "train.csv"))
+    train["grade"] = align_grades(train, wide_to_long(read_train_csv(root / "data" / "train.csv")))
     bundle = Bundle.load(root / "model")
     preds = truth = None
     if (root / "predictions.csv").is_file():
@@ -535,38 +536,3 @@ def plot_severity(agreement: pd.DataFrame):
         ax.set_ylabel("predicted expected severity")
     fig.tight_layout()
     return fig
-
-
-# ------------------------------------------------------------------------------ example run (tests)
-def write_example_run(out: str | Path, n_train: int = 40, n_test: int = 10, seed: int = 0) -> Path:
-    """A demo-shaped folder from FAKE feature tables (radspine.models.fake_table): for tests and for trying
-    the notebook without running the demo. Never real data; no images, so no study reports.
-
-    Writes ``work/train/features.parquet`` + ``meta.json``, ``data/train.csv``, ``data/test_solution.csv``,
-    ``model/`` (LightGBM + XGBoost per group, fitted directly with fixed small params, no calibration) and
-    ``predictions.csv``. Same arguments → identical files.
-    """
-    from radspine.fsutil import write_csv_atomic, write_json_atomic, write_parquet_atomic
-    from radspine.metrics import solution_from_labels
-    from radspine.models.fake_table import fit_quick_bundle, labels_to_train_csv, make_fake_table
-    from radspine.predict import expected_severity
-
-    out = Path(out)
-    train, labels = make_fake_table(n_train, seed=seed, n_rad_noise=12, n_cnn=8)
-    test, test_labels = make_fake_table(n_test, seed=seed + 1, n_rad_noise=12, n_cnn=8,
-                                        first_study_id=1000 + n_train)
-    meta = {"config_hash": f"example-{seed}", "backbone": "fake", "n_studies": n_train}
-    write_parquet_atomic(train, out / "work" / "train" / "features.parquet")
-    write_json_atomic(out / "work" / "train" / "meta.json", meta)
-    write_csv_atomic(labels_to_train_csv(labels), out / "data" / "train.csv")
-    write_csv_atomic(solution_from_labels(test_labels), out / "data" / "test_solution.csv")
-    fit_quick_bundle(out / "model", train, labels, n_estimators=60, seed=seed, meta=meta,
-                     report={"note": "example run from fake tables"})
-    from radspine.models.bundle import Bundle
-
-    probs = Bundle.load(out / "model").predict_proba(test)
-    probs["expected_severity"] = expected_severity(probs[list(SEVERITY_COLUMNS)].to_numpy())
-    probs = probs.merge(test[["row_id", "study_id", "condition", "level"]], on="row_id")
-    write_csv_atomic(probs, out / "predictions.csv", float_format="%.6f")
-    write_csv_atomic(probs[["row_id", *SEVERITY_COLUMNS]], out / "submission.csv", float_format="%.6f")
-    return out

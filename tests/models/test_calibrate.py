@@ -39,7 +39,7 @@ def test_temperature_recovers_overconfidence_and_improves_metric():
     # p = softmax(2·log q) is overconfident, so T > 1 (the 1/2/4 weights push it above 2), and the
     # fitted T is the minimum of the weighted NLL of its group.
     for g in ("spinal", "foraminal", "subarticular"):
-        t, m = cal.params[g], groups == g
+        t, m = cal.maps[g].temperature_, groups == g
         assert t > 1.5
         assert wnll(t, m) < min(wnll(t * 0.9, m), wnll(t * 1.1, m))
     before = score_arrays(y, p, groups, studies).score

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.fake_table import make_fake_table
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
 from radspine.models.estimator import GradeClassifier, TableGrader, design_names
-from radspine.models.fake_table import make_fake_table
 
 # Checks that cannot pass for histogram gradient boosting, with the reason. (check_array_api_input is
 # skipped by sklearn itself: SCIPY_ARRAY_API unset; sparse input is rejected with sklearn's standard error.)
@@ -77,10 +77,47 @@ def test_table_grader_modes(mode, keys):
     feats = [c for c in table.columns if c.startswith(("rad_", "cnn_", "ctx_"))]
     g = TableGrader(GradeClassifier(n_estimators=15, min_child_samples=5), feats, mode)
     g.fit(table, labels["grade"].to_numpy())
-    assert set(g.models) == keys
+    assert set(g.models_) == keys
     p = g.predict_proba(table)
     assert p.shape == (400, 3) and np.allclose(p.sum(axis=1), 1)
     c = g.contributions(table.iloc[:7])
     assert c.shape == (7, 3, len(design_names(feats, mode)) + 1)
     imp = g.importance()
     assert set(imp) == keys and all(set(v) == set(design_names(feats, mode)) for v in imp.values())
+
+
+def test_table_grader_is_a_clonable_sklearn_estimator():
+    table, labels = make_fake_table(12, seed=3, n_rad_noise=2, n_cnn=2)
+    grades = labels["grade"].to_numpy()
+    g = TableGrader(GradeClassifier(n_estimators=8, min_child_samples=5, random_state=4), ["cnn_0", "cnn_1"])
+    c = clone(g)
+    assert c is not g and c.get_params()["features"] == ["cnn_0", "cnn_1"] and not hasattr(c, "models_")
+    assert c.get_params()["base"].get_params() == g.base.get_params()
+    np.testing.assert_array_equal(g.fit(table, grades).predict_proba(table), c.fit(table, grades).predict_proba(table))
+    assert not hasattr(clone(g), "models_")  # learned state is not copied
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        TableGrader(features=["cnn_0"]).predict_proba(table)
+    with pytest.raises(ValueError, match="mode"):
+        TableGrader(features=["cnn_0"], mode="bogus").fit(table, grades)
+    with pytest.raises(ValueError, match="nope"):
+        TableGrader(features=["nope"]).fit(table, grades)
+    with pytest.raises(ValueError, match="shape"):
+        TableGrader(features=["cnn_0"]).fit(table, grades[:-1])
+
+
+def test_early_stopping_split_keeps_groups_whole():
+    X, y = _data(600, seed=5)
+    groups = np.arange(600) // 25  # 24 "studies" of 25 rows
+    est = GradeClassifier(n_estimators=20, early_stopping_rounds=5, random_state=1)
+    est.classes_ = np.array([0, 1, 2])
+    tr, va = est._early_stopping_split(y, groups)
+    assert set(groups[tr]).isdisjoint(groups[va]) and len(tr) + len(va) == 600
+    assert 0.05 < len(va) / 600 < 0.3
+    # Without groups the split is row-level (rows of one group land on both sides).
+    tr2, va2 = est._early_stopping_split(y, None)
+    assert not set(groups[tr2]).isdisjoint(groups[va2])
+    assert est.fit(X, y, groups=groups) is est
+    with pytest.raises(ValueError, match="groups"):
+        est.fit(X, y, groups=groups[:-1])

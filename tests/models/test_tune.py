@@ -8,22 +8,22 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.fake_table import make_fake_table, write_fake_workdir
 from typer.testing import CliRunner
 
 from radspine.cli import app
+from radspine.commands.tune import load_labels
 from radspine.errors import DatasetError, ModelError
 from radspine.models.bundle import Bundle
 from radspine.models.estimator import GradeClassifier, TableGrader
-from radspine.models.fake_table import make_fake_table, write_fake_workdir
+from radspine.models.severity import oof_predict
 from radspine.models.tune import (
     CVData,
-    TuneOptions,
+    TuneConfig,
     align_grades,
     assign_folds,
     feature_sets,
     load_features,
-    load_labels,
-    oof_predict,
     run_study,
 )
 
@@ -140,7 +140,7 @@ def test_study_resumes_and_refuses_other_data(tmp_path):
     grades = align_grades(table, labels)
     data = CVData(table, grades, assign_folds(table, grades, 2, 0))
     feats = feature_sets(table)["merged"]
-    opts = TuneOptions(study_name="s", max_rounds=20)
+    opts = TuneConfig(study_name="s", max_rounds=20)
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     first = [t.params for t in run_study("lightgbm", data, feats, "per_group", opts, 2, None, storage).trials]
     again = run_study("lightgbm", data, feats, "per_group", opts, 1, None, storage)
@@ -159,13 +159,9 @@ def test_folds_keep_studies_whole_and_oof_is_deterministic():
     folds = assign_folds(table, grades, 3, 0)
     assert (pd.Series(folds).groupby(table["study_id"]).nunique() == 1).all()
     assert sorted(np.unique(folds)) == [0, 1, 2]
-    data = CVData(table, grades, folds)
     feats = feature_sets(table)["merged"]
-
-    def make():
-        return TableGrader(GradeClassifier(n_estimators=10), feats, "per_group")
-
-    a, b = oof_predict(make, data), oof_predict(make, data)
+    g = TableGrader(GradeClassifier(n_estimators=10), feats, "per_group")
+    a, b = oof_predict(g, table, grades, folds), oof_predict(g, table, grades, folds)
     np.testing.assert_array_equal(a, b)
     assert not np.isnan(a).any()
 

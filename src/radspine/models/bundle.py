@@ -2,8 +2,8 @@
 
 Layout::
 
-    MODELDIR/bundle.json     features, mode, blend weights, feature config hash, versions, backbone
-    MODELDIR/models.joblib   {"models": {backend: TableGrader}, "calibrator": Calibrator}
+    MODELDIR/bundle.json     format, features, mode, blend weights, modelled groups, feature config hash, versions
+    MODELDIR/models.joblib   {"format": 2, "model": SeverityModel} (graders + blend + calibrator + priors)
     MODELDIR/priors.csv      condition, level, normal_mild, moderate, severe
     MODELDIR/cv_report.json  CV scores, ablations, calibration, importance, tuned params
     MODELDIR/plots/*.png     reliability diagrams
@@ -13,7 +13,8 @@ Layout::
     MODELDIR/localizer/      the localizer trained with the models (optional: the shipped one is the fallback)
 
 This module owns that layout: nothing else builds paths inside a model folder.
-``Bundle.load(dir).predict_proba(table)`` is the public prediction entry point;
+``Bundle.load(dir).predict_proba(table)`` is the public prediction entry point (it delegates to the
+pickled :class:`radspine.models.severity.SeverityModel`);
 :func:`load_features_config` gives the feature config a bundle was trained with (hash-checked).
 """
 
@@ -34,11 +35,13 @@ from radspine.errors import ModelError
 from radspine.features.schema import KEY_COLUMNS
 from radspine.fsutil import atomic_path, write_csv_atomic, write_json_atomic
 from radspine.models.calibrate import Calibrator
-from radspine.models.estimator import TableGrader, design_names
+from radspine.models.estimator import TableGrader
+from radspine.models.severity import SeverityModel
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 1
+# 2: models.joblib holds one SeverityModel (format 1 held {"models", "calibrator"} and priors.csv apart).
+BUNDLE_FORMAT = 2
 
 
 def library_versions() -> dict[str, str]:
@@ -61,12 +64,7 @@ def library_versions() -> dict[str, str]:
 def save_bundle(
     out_dir: str | Path,
     *,
-    models: dict[str, TableGrader],
-    blend_weights: dict[str, float],
-    calibrator: Calibrator,
-    features: list[str],
-    mode: str,
-    priors: pd.DataFrame,
+    model: SeverityModel,
     meta: dict,
     report: dict,
 ) -> None:
@@ -76,18 +74,20 @@ def save_bundle(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "models.joblib") as tmp:
-        joblib.dump({"models": models, "calibrator": calibrator}, tmp)
-    write_csv_atomic(priors, out / "priors.csv")
+        joblib.dump({"format": BUNDLE_FORMAT, "model": model}, tmp)
+    # priors.csv is a human-readable copy; prediction uses the model's own priors.
+    write_csv_atomic(model.priors_, out / "priors.csv")
     write_json_atomic(out / "cv_report.json", report)
     write_json_atomic(
         out / "bundle.json",
         {
             "format": BUNDLE_FORMAT,
-            "features": list(features),
-            "mode": mode,
-            "backends": list(models),
-            "blend_weight_lightgbm": blend_weights,
-            "calibration": calibrator.method,
+            "features": model.features,
+            "mode": model.mode,
+            "backends": list(model.graders_),
+            "modelled_groups": list(model.groups_),
+            "blend_weight_lightgbm": model.blend_weights_,
+            "calibration": model.calibrator_.method,
             "feature_config_hash": meta.get("config_hash"),
             "backbone": meta.get("backbone"),
             "features_meta": meta,
@@ -102,9 +102,7 @@ class Bundle:
 
     path: Path
     info: dict
-    models: dict[str, TableGrader]
-    calibrator: Calibrator
-    priors: pd.DataFrame
+    model: SeverityModel
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Bundle:
@@ -120,21 +118,40 @@ class Bundle:
         except json.JSONDecodeError as err:
             raise ModelError(f"{bj}: corrupt JSON: {err}") from None
         if info.get("format") != BUNDLE_FORMAT:
-            raise ModelError(f"{bj}: bundle format {info.get('format')!r}, expected {BUNDLE_FORMAT}")
+            raise ModelError(
+                f"{bj}: bundle format {info.get('format')!r} was written by another radspine version "
+                f"(this one reads format {BUNDLE_FORMAT}); re-run `radspine tune`"
+            )
         try:
             blob = joblib.load(d / "models.joblib")
-            priors = pd.read_csv(d / "priors.csv")
         except FileNotFoundError as err:
             raise ModelError(f"{d}: incomplete bundle, missing {Path(err.filename).name}") from None
         except Exception as err:  # unpickling failures come in many types
             raise ModelError(
                 f"{d / 'models.joblib'}: cannot load models: {str(err).splitlines()[0]}"
             ) from None
+        if not isinstance(blob, dict) or not isinstance(blob.get("model"), SeverityModel):
+            raise ModelError(f"{d / 'models.joblib'}: not a format-{BUNDLE_FORMAT} model file; re-run `radspine tune`")
         now = library_versions()
         for lib in ("lightgbm", "xgboost", "scikit-learn"):
             if info["versions"].get(lib) != now[lib]:
                 log.warning("%s: trained with %s %s, running %s", d, lib, info["versions"].get(lib), now[lib])
-        return cls(d, info, blob["models"], blob["calibrator"], priors)
+        return cls(d, info, blob["model"])
+
+    @property
+    def models(self) -> dict[str, TableGrader]:
+        """Fitted graders per backend."""
+        return self.model.graders_
+
+    @property
+    def calibrator(self) -> Calibrator:
+        """The fitted calibrator."""
+        return self.model.calibrator_
+
+    @property
+    def priors(self) -> pd.DataFrame:
+        """Priors ``[condition, level, normal_mild, moderate, severe]`` (25 rows)."""
+        return self.model.priors_
 
     @property
     def feature_config_hash(self) -> str | None:
@@ -163,47 +180,27 @@ class Bundle:
     def predict_raw(self, table: pd.DataFrame) -> np.ndarray:
         """Blended, uncalibrated (n, 3) probabilities."""
         self._check_table(table)
-        probs = {b: m.predict_proba(table) for b, m in self.models.items()}
-        if len(probs) == 1:
-            return next(iter(probs.values()))
-        w = self.info["blend_weight_lightgbm"]
-        wl = np.array([w.get(g, 0.5) for g in table["group"]])[:, None]
-        return wl * probs["lightgbm"] + (1 - wl) * probs["xgboost"]
+        return self.model.predict_raw(table)
 
     def predict_proba(self, table: pd.DataFrame) -> pd.DataFrame:
-        """Calibrated probabilities ``[row_id, normal_mild, moderate, severe]`` for every table row.
+        """Calibrated probabilities ``[row_id, normal_mild, moderate, severe]`` for every table row
+        (priors for rows of condition groups the bundle has no grader for).
 
         Raises:
             ModelError: the table lacks feature columns the models were trained on (names them).
         """
-        p = self.calibrator.transform(self.predict_raw(table), table["group"].to_numpy())
+        self._check_table(table)
+        p = self.model.predict_proba(table)
         out = pd.DataFrame({"row_id": table["row_id"].to_numpy()})
         for j, c in enumerate(SEVERITY_COLUMNS):
             out[c] = p[:, j]
         return out
 
     def shap_values(self, table: pd.DataFrame, grade: str = "severe") -> pd.DataFrame:
-        """Per-feature TreeSHAP contributions to one grade's raw score (before softmax and calibration).
-
-        Contributions of the two backends are averaged with the blend weights, which is exact for a blend
-        of margins and an approximation for the probability blend used in prediction; good enough to rank
-        which features drove a row. Columns: ``row_id``, the design features (incl. ``level_idx`` etc.)
-        and ``bias``.
-        """
+        """Per-feature TreeSHAP contributions to one grade's raw score; see
+        :meth:`radspine.models.severity.SeverityModel.shap_values`."""
         self._check_table(table)
-        k = list(SEVERITY_COLUMNS).index(grade)
-        total = None
-        w = self.info["blend_weight_lightgbm"]
-        wl = np.array([w.get(g, 0.5) for g in table["group"]])[:, None]
-        for b, m in self.models.items():
-            c = m.contributions(table)[:, k, :]
-            if len(self.models) > 1:
-                c = c * (wl if b == "lightgbm" else 1 - wl)
-            total = c if total is None else total + c
-        names = [*design_names(self.features, self.info["mode"]), "bias"]
-        out = pd.DataFrame(total, columns=names)
-        out.insert(0, "row_id", table["row_id"].to_numpy())
-        return out
+        return self.model.shap_values(table, grade)
 
     def report(self) -> dict:
         """The bundle's ``cv_report.json``."""

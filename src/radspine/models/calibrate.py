@@ -1,6 +1,7 @@
 """Calibration of grade probabilities per condition group, fitted on out-of-fold predictions.
 
-Methods: ``none``, ``temperature`` (one temperature per group), ``isotonic`` (one-vs-rest per grade, sklearn
+Methods are a registry (:data:`CALIBRATION_MAPS`) of small fit/transform classes, one map per group:
+``none``, ``temperature`` (one temperature per group), ``isotonic`` (one-vs-rest per grade, sklearn
 IsotonicRegression, renormalised) and ``dirichlet`` (multinomial logistic regression on log-probabilities,
 i.e. Dirichlet calibration, via sklearn LogisticRegression). All fits use the metric's 1/2/4 weights.
 :func:`select_calibration` cross-fits every method over the CV folds and keeps the best by the metric.
@@ -16,8 +17,6 @@ import numpy as np
 from radspine.constants import GROUPS, SEVERITY_WEIGHTS
 from radspine.metrics import EPS, MetricResult, normalise_probs, score_arrays
 
-METHODS: tuple[str, ...] = ("none", "temperature", "isotonic", "dirichlet")
-
 
 def _weighted_nll(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     return float(np.sum(-np.log(np.clip(p[np.arange(len(y)), y], EPS, 1)) * w) / np.sum(w))
@@ -29,43 +28,26 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-@dataclass
-class Calibrator:
-    """A fitted per-group calibration map from (n, 3) probabilities to calibrated (n, 3) probabilities."""
+class CalibrationMap:
+    """One group's map from normalised (n, 3) probabilities to calibrated ones; subclasses fill fit/transform."""
 
-    method: str
-    params: dict[str, object] = field(default_factory=dict)  # per group: temperature / fitted sklearn models
+    method = "none"
 
-    def transform(self, probs: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """Calibrated, normalised probabilities; rows of groups without a fitted map pass through."""
-        p = normalise_probs(probs)
-        out = p.copy()
-        groups = np.asarray(groups)
-        for g, prm in self.params.items():
-            m = groups == g
-            if m.any():
-                out[m] = _apply(self.method, prm, p[m])
-        return out
+    def fit(self, p: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int = 0) -> CalibrationMap:
+        """Fit on normalised probs ``p``, true grades ``y`` (int 0/1/2) and weights ``w``; returns self."""
+        return self
+
+    def transform(self, p: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (rows sum to 1)."""
+        return p
 
 
-def _apply(method: str, prm: object, p: np.ndarray) -> np.ndarray:
-    if method == "temperature":
-        return _softmax(np.log(p) / float(prm))  # type: ignore[arg-type]
-    if method == "isotonic":
-        cols = np.column_stack([iso.predict(p[:, k]) for k, iso in enumerate(prm)])  # type: ignore[arg-type]
-        cols = np.clip(cols, 1e-4, None)  # isotonic can output exact zeros; keep log loss finite
-        return cols / cols.sum(axis=1, keepdims=True)
-    if method == "dirichlet":
-        lr, classes = prm  # type: ignore[misc]
-        out = np.full((len(p), 3), 1e-4)
-        out[:, classes] = lr.predict_proba(np.log(p))
-        return out / out.sum(axis=1, keepdims=True)
-    return p
+class TemperatureMap(CalibrationMap):
+    """softmax(log p / T), T minimising the weighted NLL."""
 
+    method = "temperature"
 
-def _fit_one(method: str, p: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int) -> object:
-    """Fit one group's map on normalised probs ``p``, true grades ``y``, weights ``w``."""
-    if method == "temperature":
+    def fit(self, p, y, w, seed=0):
         from scipy.optimize import minimize_scalar
 
         logp = np.log(p)
@@ -74,45 +56,105 @@ def _fit_one(method: str, p: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int
         res = minimize_scalar(
             lambda lt: _weighted_nll(_softmax(logp / np.exp(lt)), y, w), bounds=(-3.0, 3.0), method="bounded"
         )
-        return float(np.exp(res.x))
-    if method == "isotonic":
+        self.temperature_ = float(np.exp(res.x))
+        return self
+
+    def transform(self, p):
+        return _softmax(np.log(p) / self.temperature_)
+
+
+class IsotonicMap(CalibrationMap):
+    """One-vs-rest isotonic regression per grade, renormalised."""
+
+    method = "isotonic"
+
+    def fit(self, p, y, w, seed=0):
         from sklearn.isotonic import IsotonicRegression
 
-        return [
+        self.isotonic_ = [
             IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
                 p[:, k], (y == k).astype(float), sample_weight=w
             )
             for k in range(3)
         ]
-    if method == "dirichlet":
+        return self
+
+    def transform(self, p):
+        cols = np.column_stack([iso.predict(p[:, k]) for k, iso in enumerate(self.isotonic_)])
+        cols = np.clip(cols, 1e-4, None)  # isotonic can output exact zeros; keep log loss finite
+        return cols / cols.sum(axis=1, keepdims=True)
+
+
+class DirichletMap(CalibrationMap):
+    """Multinomial logistic regression on log-probabilities (Dirichlet calibration)."""
+
+    method = "dirichlet"
+
+    def fit(self, p, y, w, seed=0):
         from sklearn.linear_model import LogisticRegression
 
         classes = np.unique(y)
         if len(classes) < 2:
             raise ValueError("dirichlet calibration needs at least two grades")
-        lr = LogisticRegression(C=1.0, max_iter=500, random_state=seed)
-        lr.fit(np.log(p), y, sample_weight=w)
-        return (lr, classes.astype(int))
-    return None
+        self.lr_ = LogisticRegression(C=1.0, max_iter=500, random_state=seed).fit(np.log(p), y, sample_weight=w)
+        self.classes_ = classes.astype(int)
+        return self
+
+    def transform(self, p):
+        out = np.full((len(p), 3), 1e-4)
+        out[:, self.classes_] = self.lr_.predict_proba(np.log(p))
+        return out / out.sum(axis=1, keepdims=True)
+
+
+CALIBRATION_MAPS: dict[str, type[CalibrationMap]] = {
+    m.method: m for m in (CalibrationMap, TemperatureMap, IsotonicMap, DirichletMap)
+}
+METHODS: tuple[str, ...] = tuple(CALIBRATION_MAPS)
+
+
+@dataclass
+class Calibrator:
+    """A fitted per-group calibration: ``maps[group]`` is that group's :class:`CalibrationMap`."""
+
+    method: str
+    maps: dict[str, CalibrationMap] = field(default_factory=dict)
+
+    def transform(self, probs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Calibrated, normalised probabilities; rows of groups without a fitted map pass through."""
+        p = normalise_probs(probs)
+        out = p.copy()
+        groups = np.asarray(groups)
+        for g, cmap in self.maps.items():
+            m = groups == g
+            if m.any():
+                out[m] = cmap.transform(p[m])
+        return out
+
+    def temperatures(self) -> dict[str, float] | None:
+        """Per-group temperature when the method is ``temperature`` (else None)."""
+        if self.method != "temperature":
+            return None
+        return {g: float(m.temperature_) for g, m in self.maps.items()}  # type: ignore[attr-defined]
 
 
 def fit_calibrator(
     method: str, probs: np.ndarray, grades: np.ndarray, groups: np.ndarray, seed: int = 0
 ) -> Calibrator:
-    """Fit ``method`` per group on labeled rows (``grades`` int 0/1/2)."""
-    if method not in METHODS:
+    """Fit ``method`` per group on labeled rows (``grades`` int 0/1/2); groups with < 10 rows or one grade
+    keep the identity."""
+    if method not in CALIBRATION_MAPS:
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
     p = normalise_probs(probs)
     grades = np.asarray(grades, dtype=int)
     groups = np.asarray(groups)
     w = np.asarray(SEVERITY_WEIGHTS)[grades]
-    params: dict[str, object] = {}
+    maps: dict[str, CalibrationMap] = {}
     if method != "none":
         for g in GROUPS:
             m = groups == g
             if m.sum() >= 10 and len(np.unique(grades[m])) >= 2:
-                params[g] = _fit_one(method, p[m], grades[m], w[m], seed)
-    return Calibrator(method, params)
+                maps[g] = CALIBRATION_MAPS[method]().fit(p[m], grades[m], w[m], seed)
+    return Calibrator(method, maps)
 
 
 def select_calibration(

@@ -39,8 +39,9 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
         subsample: row fraction per tree.
         colsample: feature fraction per tree.
         reg_lambda, reg_alpha: L2 / L1 leaf regularisation.
-        early_stopping_rounds: if set, hold out ``validation_fraction`` of the training rows (stratified) and
-            stop when the weighted log loss stops improving.
+        early_stopping_rounds: if set, hold out ``validation_fraction`` of the training rows (stratified;
+            whole ``groups`` when ``fit`` gets them, so rows of one study never sit on both sides) and stop
+            when the weighted log loss stops improving.
         validation_fraction: held-out share for early stopping.
         grade_weights: per-class weight multipliers applied when the classes are grades 0/1/2 (the metric's
             1/2/4); None to train unweighted.
@@ -94,8 +95,11 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, sample_weight=None) -> GradeClassifier:
-        """Fit on ``X`` (n, f) with NaN allowed and class labels ``y``; returns self."""
+    def fit(self, X, y, sample_weight=None, groups=None) -> GradeClassifier:
+        """Fit on ``X`` (n, f) with NaN allowed and class labels ``y``; returns self.
+
+        ``groups`` (n,), e.g. study ids, keeps each group whole on one side of the early-stopping split.
+        """
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64)
@@ -113,16 +117,41 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
         fit_idx = np.arange(len(y_enc))
         val_idx = None
         if self.early_stopping_rounds:
-            counts = np.bincount(y_enc)
-            strat = y_enc if counts.min() >= 2 else None
-            fit_idx, val_idx = train_test_split(
-                fit_idx, test_size=self.validation_fraction, random_state=self.random_state, stratify=strat
-            )
+            fit_idx, val_idx = self._early_stopping_split(y_enc, groups)
         if self.backend == "lightgbm":
             self._fit_lightgbm(X, y_enc, w, fit_idx, val_idx, k)
         else:
             self._fit_xgboost(X, y_enc, w, fit_idx, val_idx, k)
         return self
+
+    def _early_stopping_split(self, y_enc: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
+        """Train/validation row indices for early stopping: stratified by class, grouped when ``groups``."""
+        idx = np.arange(len(y_enc))
+        if groups is None:
+            counts = np.bincount(y_enc)
+            strat = y_enc if counts.min() >= 2 else None
+            return tuple(
+                train_test_split(
+                    idx, test_size=self.validation_fraction, random_state=self.random_state, stratify=strat
+                )
+            )
+        from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+        groups = np.asarray(groups)
+        if len(groups) != len(y_enc):
+            raise ValueError(f"groups has {len(groups)} entries for {len(y_enc)} rows")
+        n_splits = max(2, int(round(1.0 / self.validation_fraction)))
+        if len(np.unique(groups)) >= n_splits and np.bincount(y_enc).min() >= n_splits:
+            # First fold of a stratified group k-fold: ~validation_fraction of the groups, classes balanced.
+            cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=self.random_state)
+        else:
+            cv = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=self.random_state)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            tr, va = next(iter(cv.split(idx, y_enc, groups)))
+        return tr, va
 
     def _class_multipliers(self) -> np.ndarray:
         """Grade weight per encoded class (1 when classes are not grades or weighting is off)."""
@@ -300,48 +329,66 @@ def design_names(features: Sequence[str], mode: str) -> list[str]:
     return [*features, *DERIVED_FEATURES, *(POOLED_FEATURES if mode == "pooled" else ())]
 
 
-class TableGrader:
+class TableGrader(BaseEstimator):
     """Grades rows of a features table with one model per group or one pooled model.
 
     Args:
-        base: an unfitted :class:`GradeClassifier` (cloned per model).
+        base: an unfitted :class:`GradeClassifier` (cloned per model; None → default GradeClassifier).
         features: feature columns used (derived level/side codes are added).
         mode: "per_group" or "pooled".
+
+    Learned: ``models_`` (model key → fitted GradeClassifier; keys are groups, or "all" when pooled),
+    ``features_`` (the feature list as fitted).
     """
 
     # Floor for a grade absent from a model's training rows (tiny folds), so log loss stays finite.
     MISSING_CLASS_PROB = 1e-3
 
-    def __init__(self, base: GradeClassifier, features: Sequence[str], mode: str = "per_group") -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    def __init__(self, base: GradeClassifier | None = None, features: Sequence[str] = (), mode: str = "per_group") -> None:
         self.base = base
-        self.features = list(features)
+        self.features = features
         self.mode = mode
-        self.models: dict[str, GradeClassifier] = {}
 
     def _keys(self, table: pd.DataFrame) -> np.ndarray:
         return table["group"].to_numpy() if self.mode == "per_group" else np.full(len(table), "all")
 
     def fit(self, table: pd.DataFrame, grades: np.ndarray) -> TableGrader:
-        """Fit on rows with a non-NaN grade; returns self."""
+        """Fit on rows with a non-NaN grade; returns self. Early stopping holds out whole studies.
+
+        Raises:
+            ValueError: unknown mode, no features, a missing column, or ``grades`` of the wrong length.
+        """
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        features = list(self.features)
+        if not features:
+            raise ValueError("TableGrader needs at least one feature column")
+        missing = [c for c in ("study_id", "group", "level", "side", *features) if c not in table.columns]
+        if missing:
+            raise ValueError(f"table lacks columns {missing[:10]}")
         grades = np.asarray(grades, dtype=float)
+        if grades.shape != (len(table),):
+            raise ValueError(f"grades has shape {grades.shape}, table has {len(table)} rows")
+        base = self.base if self.base is not None else GradeClassifier()
         keys = self._keys(table)
-        X = design_matrix(table, self.features, self.mode)
-        self.models = {}
+        X = design_matrix(table, features, self.mode)
+        studies = table["study_id"].to_numpy()
+        self.features_ = features
+        self.models_: dict[str, GradeClassifier] = {}
         for key in np.unique(keys):
             m = (keys == key) & ~np.isnan(grades)
             if m.sum() == 0:
                 continue
-            self.models[str(key)] = clone(self.base).fit(X[m], grades[m].astype(int))
+            self.models_[str(key)] = clone(base).fit(X[m], grades[m].astype(int), groups=studies[m])
         return self
 
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
         """(n, 3) grade probabilities; rows of a group with no model get uniform probabilities."""
+        check_is_fitted(self, "models_")
         keys = self._keys(table)
-        X = design_matrix(table, self.features, self.mode)
+        X = design_matrix(table, self.features_, self.mode)
         out = np.full((len(table), 3), 1.0 / 3.0)
-        for key, model in self.models.items():
+        for key, model in self.models_.items():
             m = keys == key
             if not m.any():
                 continue
@@ -352,10 +399,11 @@ class TableGrader:
 
     def contributions(self, table: pd.DataFrame) -> np.ndarray:
         """(n, 3, n_design + 1) raw-score contributions per grade (zeros for grades a model never saw)."""
+        check_is_fitted(self, "models_")
         keys = self._keys(table)
-        X = design_matrix(table, self.features, self.mode)
+        X = design_matrix(table, self.features_, self.mode)
         out = np.zeros((len(table), 3, X.shape[1] + 1))
-        for key, model in self.models.items():
+        for key, model in self.models_.items():
             m = keys == key
             if m.any() and model.booster_ is not None:
                 out[np.ix_(m, model.classes_.astype(int))] = model.contributions(X[m])
@@ -363,8 +411,9 @@ class TableGrader:
 
     def importance(self) -> dict[str, dict[str, float]]:
         """Gain importance per model key (group or "all"), by design column name."""
-        names = design_names(self.features, self.mode)
+        check_is_fitted(self, "models_")
+        names = design_names(self.features_, self.mode)
         return {
             key: dict(zip(names, map(float, model.feature_importance_gain()), strict=True))
-            for key, model in self.models.items()
+            for key, model in self.models_.items()
         }

@@ -1,10 +1,23 @@
 """``radspine tune``: Optuna-tuned LightGBM + XGBoost graders, blended and calibrated on out-of-fold predictions.
 
-Pipeline: load features + labels → study-grouped, grade-stratified folds → CV decision per-group vs pooled
-(default LightGBM params) → one Optuna TPE study per backend (objective = competition metric on OOF
-predictions; the running metric is reported after every fold so the MedianPruner can stop bad trials) →
-blend weights per group on OOF → calibration chosen by cross-fitted metric → ablations (priors-only,
-radiomics-only, CNN-only, merged; before/after calibration) → final fit on all labeled rows → model bundle.
+Pipeline: features + long labels → label coverage per condition group (groups without enough labelled
+studies get priors only) → study-grouped, grade-stratified folds (the table's ``cv_fold`` when present) →
+CV decision per-group vs pooled (default LightGBM params) → one Optuna TPE study per backend (objective =
+competition metric on OOF predictions, pruned per fold) → :class:`~radspine.models.severity.SeverityModel`
+fit: blend weights per group and calibration chosen on OOF, graders refitted on all labelled rows →
+unbiased outer-fold score → ablations → model bundle.
+
+Two scores land in ``cv_report.json``:
+
+* ``score_selection``: the cross-fitted calibrated OOF metric of the final pipeline. The mode, the Optuna
+  best trial, the blend weights and the calibration method were all chosen on these same OOF rows, so it
+  is optimistic.
+* ``score_unbiased`` (= ``score``): for each CV fold k, the cheap choices — pooled vs per-group (on inner
+  OOF with default LightGBM params, when ``reselect_mode``), the blend weights, the calibration method and
+  the calibrator — are re-made on inner OOF predictions of the other folds only, the graders are refitted
+  on the other folds, and fold k is predicted. None of those choices saw fold k. NOT re-selected: the Optuna
+  hyper-parameters (one search on all folds, as re-running it per fold costs K× the trials); their
+  selection bias is therefore still in ``score_unbiased``, usually the smallest of the four with few trials.
 """
 
 from __future__ import annotations
@@ -13,55 +26,156 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from radspine.constants import (
-    CONDITIONS,
-    GROUPS,
-    LABEL_COLUMNS,
-    LEVELS,
-    SEVERITY_COLUMNS,
-)
-from radspine.errors import DatasetError, ModelError
-from radspine.features.schema import (
-    FOLD_COLUMN,
-    SHARED_PREFIXES,
-    feature_columns,
-    read_table,
-)
+from radspine.constants import CONDITIONS, GROUPS, LEVELS, SEVERITY_COLUMNS
+from radspine.errors import ConfigError, DatasetError, ModelError
+from radspine.features.schema import FOLD_COLUMN, SHARED_PREFIXES, feature_columns, read_table
 from radspine.metrics import MetricResult, priors_predictions, priors_table, score_arrays
 from radspine.models.calibrate import (
+    METHODS,
     expected_calibration_error,
     reliability_diagram,
     select_calibration,
 )
-from radspine.models.estimator import BACKENDS, GradeClassifier, TableGrader
+from radspine.models.estimator import BACKENDS, MODES, GradeClassifier, TableGrader
+from radspine.models.severity import SeverityModel, oof_predict
 
 log = logging.getLogger(__name__)
 
 
+# ----------------------------------------------------------------------------------------------- config
+class ParamSpec(BaseModel):
+    """One Optuna search dimension."""
 
-@dataclass
-class TuneOptions:
-    """Settings of one tuning run (CLI flags map 1:1)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["float", "int"]
+    low: float
+    high: float
+    log: bool = False
 
-    trials: int = 20  # total over both backends (split evenly, LightGBM gets the odd one)
-    timeout: float | None = None  # seconds for all Optuna trials together
+
+def _default_space() -> dict[str, dict[str, ParamSpec]]:
+    f, i = "float", "int"
+    return {
+        "common": {
+            "learning_rate": ParamSpec(type=f, low=0.02, high=0.3, log=True),
+            "max_depth": ParamSpec(type=i, low=2, high=7),
+            "min_child_weight": ParamSpec(type=f, low=1e-3, high=10.0, log=True),
+            "subsample": ParamSpec(type=f, low=0.5, high=1.0),
+            "colsample": ParamSpec(type=f, low=0.3, high=1.0),
+            "reg_lambda": ParamSpec(type=f, low=1e-3, high=30.0, log=True),
+            "reg_alpha": ParamSpec(type=f, low=1e-3, high=10.0, log=True),
+        },
+        "lightgbm": {
+            "num_leaves": ParamSpec(type=i, low=4, high=48, log=True),
+            "min_child_samples": ParamSpec(type=i, low=5, high=80, log=True),
+        },
+        "xgboost": {},
+    }
+
+
+class TuneConfig(BaseModel):
+    """Settings of one tuning run: ``configs/tune.yaml`` (same defaults) with CLI flags on top."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(20, ge=0)  # total over the backends (LightGBM gets the odd one)
+    timeout: float | None = Field(None, gt=0)  # seconds for all Optuna trials together
     storage: str | None = None  # Optuna storage URL; default sqlite:///MODELDIR/optuna.db
     study_name: str = "radspine"
-    folds: int = 3
+    folds: int = Field(3, ge=2)
     seed: int = 0
-    n_jobs: int = 2  # threads per model; 300-study phantom table, 50 trials: 1 → 736 s, 2 → 483 s (2 idle cores)
+    n_jobs: int = Field(2, ge=1)  # 300-study phantom table, 50 trials: 1 → 736 s, 2 → 483 s (2 idle cores)
     backends: tuple[str, ...] = BACKENDS
-    max_rounds: int = 300
-    early_stopping_rounds: int = 20
+    max_rounds: int = Field(300, ge=1)
+    early_stopping_rounds: int = Field(20, ge=1)
     ablations: bool = True
     plots: bool = True
+    progress: bool = False
+    unbiased: bool = True
+    reselect_mode: bool = True
+    blend_step: float = Field(0.05, gt=0, le=1)
+    calibration_methods: tuple[str, ...] = METHODS
+    sampler_startup_trials: int = Field(5, ge=0)
+    pruner_startup_trials: int = Field(5, ge=0)
+    min_labelled_studies: int | None = Field(None, ge=1)
+    search_space: dict[str, dict[str, ParamSpec]] = Field(default_factory=_default_space)
+
+    @field_validator("backends")
+    @classmethod
+    def _backends(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [b for b in v if b not in BACKENDS]
+        if bad or not v:
+            raise ValueError(f"backends must be a non-empty subset of {BACKENDS}, got {list(v)}")
+        return tuple(b for b in BACKENDS if b in v)  # fixed order: trial split and blend are order-free
+
+    @field_validator("calibration_methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [m for m in v if m not in METHODS]
+        if bad:
+            raise ValueError(f"calibration_methods: unknown {bad}; known {list(METHODS)}")
+        return v
+
+    @field_validator("search_space")
+    @classmethod
+    def _space(cls, v: dict[str, dict[str, ParamSpec]]) -> dict[str, dict[str, ParamSpec]]:
+        bad = [k for k in v if k not in ("common", *BACKENDS)]
+        if bad:
+            raise ValueError(f"search_space: unknown sections {bad}; use common / {' / '.join(BACKENDS)}")
+        params = set(GradeClassifier().get_params())
+        for sec, dims in v.items():
+            for name, spec in dims.items():
+                if name not in params:
+                    raise ValueError(f"search_space.{sec}.{name}: not a GradeClassifier parameter")
+                if spec.low > spec.high or (spec.log and spec.low <= 0):
+                    raise ValueError(f"search_space.{sec}.{name}: bad range [{spec.low}, {spec.high}]")
+        return v
+
+
+# Old name (demo.py, benchmarks): the dataclass it replaces took the same keyword arguments.
+TuneOptions = TuneConfig
+
+
+def default_tune_config_path() -> Path:
+    """The packaged ``configs/tune.yaml``."""
+    from radspine.resources import config_dir
+
+    return config_dir() / "tune.yaml"
+
+
+def load_tune_config(path: str | Path | None = None, **overrides: object) -> TuneConfig:
+    """Read a tune YAML (default: the packaged one) and apply ``overrides`` (None values are ignored).
+
+    Raises:
+        ConfigError: missing file, bad YAML, or a key/value the schema rejects (names the file).
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    p = Path(path) if path is not None else default_tune_config_path()
+    if not p.is_file():
+        raise ConfigError(f"{p}: tune config not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: invalid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TuneConfig.model_validate(raw)
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise ConfigError(f"{p}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from None
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -81,31 +195,10 @@ def load_features(features_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     return table, meta
 
 
-def load_labels(data_dir: str | Path) -> pd.DataFrame:
-    """Long labels ``[study_id, condition, level, grade]`` of a competition-layout folder (radspine.io).
-
-    A folder holding only ``train.csv`` (no image folders) is accepted too: tuning needs nothing else.
-    """
-    from radspine.io.dataset import Dataset
-
-    d = Path(data_dir)
-    try:
-        labels = Dataset.open(d).labels_long()
-    except DatasetError:
-        if not (d / "train.csv").is_file():
-            raise
-        return read_train_csv(d / "train.csv")
-    if labels.empty:
-        raise DatasetError(f"{d}: no labels (train.csv absent)")
-    return labels[["study_id", "condition", "level", "grade"]]
-
-
-def read_train_csv(path: str | Path) -> pd.DataFrame:
-    """Competition ``train.csv`` → long labels with float grades 0/1/2 (NaN when blank), via radspine.io."""
-    from radspine.io.dataset import read_train_csv as read_wide
-
-    wide = read_wide(Path(path))
-    long = wide.melt(id_vars="study_id", value_vars=list(LABEL_COLUMNS), var_name="col", value_name="grade")
+def wide_to_long(wide: pd.DataFrame) -> pd.DataFrame:
+    """Wide ``[study_id, <25 label columns>]`` float grades → long ``[study_id, condition, level, grade]``."""
+    cols = [f"{c}_{lv}" for c in CONDITIONS for lv in LEVELS]
+    long = wide.melt(id_vars="study_id", value_vars=cols, var_name="col", value_name="grade")
     split = {f"{c}_{lv}": (c, lv) for c in CONDITIONS for lv in LEVELS}
     long["condition"] = long["col"].map(lambda c: split[c][0])
     long["level"] = long["col"].map(lambda c: split[c][1])
@@ -121,18 +214,31 @@ def align_grades(table: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     return merged["grade"].to_numpy(dtype=float)
 
 
+def shape_radiomics_columns(table: pd.DataFrame) -> list[str]:
+    """Radiomics columns of the structure-mask ROIs: ``rad_<series>_mask_…`` (and the ROI-tag form
+    ``rad_<series>_<sac|foramen|recess>_…``); empty when the table has none."""
+    import re
+
+    pat = re.compile(r"^rad_[^_]+_(mask|sac|foramen|recess)_")
+    return [c for c in feature_columns(table, ("rad_",)) if pat.match(c)]
+
+
 def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
-    """The ablation feature sets: merged, radiomics_only (rad+shared), cnn_only (cnn+shared); empty sets dropped."""
-    sets = {
-        "merged": feature_columns(table),
-        "radiomics_only": feature_columns(table, ("rad_", *SHARED_PREFIXES)),
-        "cnn_only": feature_columns(table, ("cnn_", *SHARED_PREFIXES)),
+    """The ablation feature sets; every set but ``merged`` adds the shared columns and is dropped when
+    its own source is absent: radiomics_only, cnn_only, morphometry_only (``mor_``), shape_radiomics_only
+    (mask-ROI radiomics)."""
+    shared = feature_columns(table, SHARED_PREFIXES)
+    out = {"merged": feature_columns(table)}
+    own = {
+        "radiomics_only": feature_columns(table, ("rad_",)),
+        "cnn_only": feature_columns(table, ("cnn_",)),
+        "morphometry_only": feature_columns(table, ("mor_",)),
+        "shape_radiomics_only": shape_radiomics_columns(table),
     }
-    out = {"merged": sets["merged"]}
-    if feature_columns(table, ("rad_",)):
-        out["radiomics_only"] = sets["radiomics_only"]
-    if feature_columns(table, ("cnn_",)):
-        out["cnn_only"] = sets["cnn_only"]
+    for name, cols in own.items():
+        if cols:
+            keep = set(cols) | set(shared)
+            out[name] = [c for c in out["merged"] if c in keep]  # table order, like feature_columns
     return out
 
 
@@ -157,13 +263,41 @@ def assign_folds(table: pd.DataFrame, grades: np.ndarray, k: int, seed: int) -> 
     return study_folds(table, grades, k, seed)
 
 
+def label_coverage(
+    table: pd.DataFrame, grades: np.ndarray, folds: np.ndarray, min_studies: int | None = None
+) -> dict[str, dict]:
+    """Per condition group: labelled rows/studies and whether it gets a grader, with the reason if not.
+
+    A group is modelled when it has at least ``min_studies`` (default: the number of folds) labelled
+    studies and a labelled study in every fold, so every CV training split and validation fold holds some.
+    """
+    lab = ~np.isnan(grades)
+    group, studies = table["group"].to_numpy(), table["study_id"].to_numpy()
+    k = len(np.unique(folds))
+    need = min_studies or k
+    out: dict[str, dict] = {}
+    for g in GROUPS:
+        m = lab & (group == g)
+        n_st = len(np.unique(studies[m]))
+        n_folds = len(np.unique(folds[m]))
+        e = {"n_labelled_rows": int(m.sum()), "n_labelled_studies": n_st, "status": "modelled"}
+        if n_st == 0:
+            e.update(status="priors_only", reason="no labels")
+        elif n_st < need:
+            e.update(status="priors_only", reason=f"{n_st} labelled studies, fewer than the {need} needed")
+        elif n_folds < k:
+            e.update(status="priors_only", reason=f"labelled studies in only {n_folds} of {k} CV folds")
+        out[g] = e
+    return out
+
+
 # --------------------------------------------------------------------------------------------- CV core
 @dataclass
 class CVData:
     """Everything a CV loop needs, computed once."""
 
     table: pd.DataFrame
-    grades: np.ndarray  # float, NaN unlabeled
+    grades: np.ndarray  # float, NaN unlabeled (or in a group that is not modelled)
     folds: np.ndarray
     labeled: np.ndarray = field(init=False)
     groups: np.ndarray = field(init=False)
@@ -180,25 +314,6 @@ class CVData:
         return score_arrays(self.grades[m].astype(int), probs[m], self.groups[m], self.studies[m])
 
 
-def oof_predict(
-    make_grader: Callable[[], TableGrader],
-    data: CVData,
-    on_fold: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-) -> np.ndarray:
-    """Out-of-fold (n, 3) probabilities; ``on_fold(i, oof_so_far, done_mask)`` runs after each fold."""
-    oof = np.full((len(data.table), 3), np.nan)
-    done = np.zeros(len(data.table), bool)
-    for i, k in enumerate(np.unique(data.folds)):
-        te = data.folds == k
-        tr = ~te & data.labeled
-        grader = make_grader().fit(data.table[tr], data.grades[tr])
-        oof[te] = grader.predict_proba(data.table[te])
-        done |= te
-        if on_fold is not None:
-            on_fold(i, oof, done)
-    return oof
-
-
 def oof_priors(data: CVData) -> np.ndarray:
     """Out-of-fold priors-only predictions (priors fitted on the training folds' labels)."""
     oof = np.zeros((len(data.table), 3))
@@ -211,43 +326,65 @@ def oof_priors(data: CVData) -> np.ndarray:
     return oof
 
 
-def base_estimator(backend: str, params: dict, opts: TuneOptions) -> GradeClassifier:
+def base_estimator(backend: str, params: dict, cfg: TuneConfig) -> GradeClassifier:
     """A GradeClassifier with fixed run settings (threads, rounds, seed) and tuned ``params``."""
     est = GradeClassifier(
         backend=backend,
-        n_estimators=opts.max_rounds,
-        early_stopping_rounds=opts.early_stopping_rounds,
-        n_jobs=opts.n_jobs,
-        random_state=opts.seed,
+        n_estimators=cfg.max_rounds,
+        early_stopping_rounds=cfg.early_stopping_rounds,
+        n_jobs=cfg.n_jobs,
+        random_state=cfg.seed,
     )
     return est.set_params(**params)
 
 
-def search_space(trial, backend: str) -> dict:
-    """Optuna search space per backend (names are GradeClassifier parameters)."""
-    p = {
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-        "max_depth": trial.suggest_int("max_depth", 2, 7),
-        "min_child_weight": trial.suggest_float("min_child_weight", 1e-3, 10.0, log=True),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample": trial.suggest_float("colsample", 0.3, 1.0),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
-        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
-    }
-    if backend == "lightgbm":
-        p["num_leaves"] = trial.suggest_int("num_leaves", 4, 48, log=True)
-        p["min_child_samples"] = trial.suggest_int("min_child_samples", 5, 80, log=True)
+def grader(backend: str, params: dict, features: list[str], mode: str, cfg: TuneConfig) -> TableGrader:
+    """An unfitted TableGrader of ``backend`` with ``params``."""
+    return TableGrader(base_estimator(backend, params, cfg), features, mode)
+
+
+def search_space(trial, backend: str, cfg: TuneConfig | None = None) -> dict:
+    """Sample GradeClassifier parameters from the config's search space (common, then backend's own)."""
+    cfg = cfg or TuneConfig()
+    p: dict = {}
+    for sec in ("common", backend):
+        for name, s in cfg.search_space.get(sec, {}).items():
+            if s.type == "int":
+                p[name] = trial.suggest_int(name, int(s.low), int(s.high), log=s.log)
+            else:
+                p[name] = trial.suggest_float(name, s.low, s.high, log=s.log)
     return p
 
 
-def _fingerprint(data: CVData, features: list[str], opts: TuneOptions) -> str:
+def _fingerprint(data: CVData, features: list[str], cfg: TuneConfig) -> str:
     """Hash of what makes trial values comparable (rows, labels, folds, features, fixed settings)."""
     h = hashlib.sha256()
     h.update(pd.util.hash_pandas_object(data.table["row_id"], index=False).values.tobytes())
     h.update(np.nan_to_num(data.grades, nan=-1).tobytes())
     h.update(data.folds.tobytes())
-    h.update(json.dumps([features, opts.max_rounds, opts.early_stopping_rounds, opts.seed]).encode())
+    h.update(json.dumps([features, cfg.max_rounds, cfg.early_stopping_rounds, cfg.seed]).encode())
     return h.hexdigest()[:16]
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A rich progress bar on stderr (or None when disabled)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best {task.fields[best]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+        yield bar
 
 
 def run_study(
@@ -255,16 +392,20 @@ def run_study(
     data: CVData,
     features: list[str],
     mode: str,
-    opts: TuneOptions,
+    cfg: TuneConfig,
     n_trials: int,
     timeout: float | None,
     storage: str,
+    progress=None,
 ):
-    """Create or resume the Optuna study ``<study_name>-<backend>`` and run ``n_trials`` more trials."""
+    """Create or resume the Optuna study ``<study_name>-<backend>`` and run ``n_trials`` more trials.
+
+    ``progress``: a rich Progress to advance after each trial (trial number, best value, time left).
+    """
     import optuna
 
-    name = f"{opts.study_name}-{backend}"
-    fp = _fingerprint(data, features, opts)
+    name = f"{cfg.study_name}-{backend}"
+    fp = _fingerprint(data, features, cfg)
     probe = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
     old = probe.user_attrs.get("fingerprint")
     if old is not None and (old != fp or probe.user_attrs.get("mode") != mode):
@@ -273,57 +414,118 @@ def run_study(
             "use a new --study-name (or the same inputs) to resume"
         )
     # Seed the sampler with the trial count so a resumed study does not replay the first random trials.
-    sampler = optuna.samplers.TPESampler(seed=opts.seed + len(probe.trials), n_startup_trials=5)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    sampler = optuna.samplers.TPESampler(
+        seed=cfg.seed + len(probe.trials), n_startup_trials=cfg.sampler_startup_trials
+    )
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=0)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     study.set_user_attr("fingerprint", fp)
     study.set_user_attr("mode", mode)
     study.set_user_attr("backend", backend)
 
     def objective(trial) -> float:
-        params = search_space(trial, backend)
+        params = search_space(trial, backend, cfg)
 
         def report(i: int, oof: np.ndarray, done: np.ndarray) -> None:
             trial.report(data.score(oof, done).score, step=i)
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        oof = oof_predict(
-            lambda: TableGrader(base_estimator(backend, params, opts), features, mode), data, report
-        )
+        oof = oof_predict(grader(backend, params, features, mode, cfg), data.table, data.grades, data.folds, report)
         res = data.score(oof)
         for t, v in res.terms().items():
             trial.set_user_attr(t, v)
         return res.score
 
+    callbacks = []
+    if progress is not None and n_trials > 0:
+        task = progress.add_task(f"{backend} trials", total=n_trials, best="-")
+
+        def advance(study, trial) -> None:
+            try:
+                best = f"{study.best_value:.4f}"
+            except ValueError:  # no complete trial yet
+                best = "-"
+            progress.update(task, advance=1, best=best, description=f"{backend} trial {trial.number + 1}")
+
+        callbacks.append(advance)
     if n_trials > 0:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False)
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False, callbacks=callbacks)
     return study
 
 
-def fit_blend(p_a: np.ndarray, p_b: np.ndarray, data: CVData, step: float = 0.05) -> dict[str, float]:
-    """Weight of ``p_a`` per group (``p_b`` gets 1 − w) minimising the OOF metric on a grid.
+def select_mode(data: CVData, features: list[str], cfg: TuneConfig) -> tuple[str, dict[str, MetricResult]]:
+    """Pooled vs per-group by OOF metric with default LightGBM params (ties → per_group)."""
+    scores = {
+        mode: data.score(oof_predict(grader("lightgbm", {}, features, mode, cfg), data.table, data.grades, data.folds))
+        for mode in MODES
+    }
+    return min(scores, key=lambda m: scores[m].score), scores
 
-    Groups are separable in the metric (the spinal weight also drives any_severe_spinal), so one pass of
-    per-group grid search finds the joint optimum on the grid.
+
+def fit_composite(
+    table: pd.DataFrame,
+    grades_all: np.ndarray,
+    folds: np.ndarray,
+    features: list[str],
+    mode: str,
+    best_params: dict[str, dict],
+    cfg: TuneConfig,
+    groups: list[str],
+) -> SeverityModel:
+    """The SeverityModel of the final pipeline fitted on ``table`` (blend + calibration learned on OOF)."""
+    graders = {b: grader(b, best_params[b], features, mode, cfg) for b in cfg.backends}
+    model = SeverityModel(
+        graders,
+        calibration="auto",
+        calibration_methods=cfg.calibration_methods,
+        groups=groups,
+        blend_step=cfg.blend_step,
+        seed=cfg.seed,
+    )
+    return model.fit(table, grades_all, folds)
+
+
+def unbiased_cv(
+    data: CVData,
+    grades_all: np.ndarray,
+    features: list[str],
+    mode: str,
+    best_params: dict[str, dict],
+    cfg: TuneConfig,
+    groups: list[str],
+) -> dict:
+    """Outer-fold score of the whole fit procedure (see the module docstring for what is re-selected).
+
+    Inner folds are the remaining outer folds; with only one left (2-fold CV) they are re-split into 2
+    study-grouped folds (:func:`radspine.folds.study_folds`).
     """
-    grid = np.round(np.arange(0.0, 1.0 + 1e-9, step), 4)
-    weights = dict.fromkeys(GROUPS, 0.5)
-    for g in GROUPS:
-        best = (np.inf, 0.5)
-        for w in grid:
-            weights[g] = float(w)
-            s = data.score(blend(p_a, p_b, data.groups, weights)).score
-            if s < best[0] - 1e-12:
-                best = (s, float(w))
-        weights[g] = best[1]
-    return weights
+    from radspine.folds import study_folds
 
-
-def blend(p_a: np.ndarray, p_b: np.ndarray, groups: np.ndarray, weights: dict[str, float]) -> np.ndarray:
-    """Per-group convex combination w·p_a + (1 − w)·p_b."""
-    w = np.array([weights.get(g, 0.5) for g in groups])[:, None]
-    return w * p_a + (1 - w) * p_b
+    pred = np.full((len(data.table), 3), np.nan)
+    raw = np.full((len(data.table), 3), np.nan)
+    per_fold = []
+    for k in np.unique(data.folds):
+        te, tr = data.folds == k, data.folds != k
+        sub = data.table[tr].reset_index(drop=True)
+        inner = data.folds[tr]
+        if len(np.unique(inner)) < 2:
+            inner = study_folds(sub, data.grades[tr], 2, cfg.seed)
+        sub_data = CVData(sub, data.grades[tr], inner)
+        mode_k = select_mode(sub_data, features, cfg)[0] if cfg.reselect_mode else mode
+        model = fit_composite(sub, grades_all[tr], inner, features, mode_k, best_params, cfg, groups)
+        pred[te] = model.predict_proba(data.table[te])
+        raw[te] = model.predict_raw(data.table[te])
+        per_fold.append(
+            {
+                "fold": int(k),
+                "mode": mode_k,
+                "calibration": model.calibrator_.method,
+                "blend_weight_lightgbm": model.blend_weights_,
+                "score": data.score(pred, te).score,
+            }
+        )
+    return {"after": data.score(pred).as_dict(), "before": data.score(raw).as_dict(), "folds": per_fold}
 
 
 # -------------------------------------------------------------------------------------------- the run
@@ -332,59 +534,64 @@ def tune(
     labels: pd.DataFrame,
     out_dir: str | Path,
     meta: dict,
-    opts: TuneOptions | None = None,
+    opts: TuneConfig | None = None,
 ) -> dict:
-    """Tune, blend, calibrate, ablate, fit on all rows and write the model bundle to ``out_dir``.
+    """Tune, blend, calibrate, score, ablate, fit on all rows and write the model bundle to ``out_dir``.
+
+    ``labels``: long ``[study_id, condition, level, grade]`` (the command layer reads them). Condition
+    groups without enough labelled studies get priors only (``cv_report.json["groups"]`` says why).
 
     Returns:
         The ``cv_report.json`` content.
     """
     from threadpoolctl import threadpool_limits
 
-    opts = opts or TuneOptions()
+    cfg = opts or TuneConfig()
     # BLAS/OpenMP pools sized to the machine spin and crawl on a shared CPU; cap them to n_jobs.
-    with threadpool_limits(limits=opts.n_jobs):
-        return _tune(table, labels, out_dir, meta, opts)
+    with threadpool_limits(limits=cfg.n_jobs):
+        return _tune(table, labels, out_dir, meta, cfg)
 
 
-def _tune(
-    table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: dict, opts: TuneOptions
-) -> dict:
+def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: dict, cfg: TuneConfig) -> dict:
     from radspine.models.bundle import save_bundle
 
     t_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    storage = opts.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
-    grades = align_grades(table, labels)
-    if np.isnan(grades).all():
+    storage = cfg.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    grades_all = align_grades(table, labels)
+    if np.isnan(grades_all).all():
         raise DatasetError("no labeled rows: features and labels share no (study_id, condition, level)")
-    data = CVData(table, grades, assign_folds(table, grades, opts.folds, opts.seed))
+    folds = assign_folds(table, grades_all, cfg.folds, cfg.seed)
+    coverage = label_coverage(table, grades_all, folds, cfg.min_labelled_studies)
+    groups = [g for g, e in coverage.items() if e["status"] == "modelled"]
+    if not groups:
+        why = "; ".join(f"{g}: {e['reason']}" for g, e in coverage.items())
+        raise DatasetError(f"no condition group has enough labels for {len(np.unique(folds))}-fold CV ({why})")
+    for g, e in coverage.items():
+        if e["status"] != "modelled":
+            log.warning("%s: priors only (%s)", g, e["reason"])
+    # Graders and every score see only the modelled groups; the priors use all labels.
+    grades = np.where(np.isin(table["group"].to_numpy(), groups), grades_all, np.nan)
+    data = CVData(table, grades, folds)
     sets = feature_sets(table)
     features = sets["merged"]
     report: dict = {
         "n_studies": int(table["study_id"].nunique()),
         "n_labeled_rows": int(data.labeled.sum()),
-        "folds": opts.folds,
-        "seed": opts.seed,
+        "folds": cfg.folds,
+        "seed": cfg.seed,
         "backbone": meta.get("backbone"),
         "feature_config_hash": meta.get("config_hash"),
         "n_features": len(features),
-        "storage": storage if opts.storage else "sqlite:///MODELDIR/optuna.db",
+        "storage": storage if cfg.storage else "sqlite:///MODELDIR/optuna.db",
+        "groups": coverage,
     }
     timings: dict[str, float] = {}
 
     # 1. one model per group vs one pooled model, same default LightGBM params.
     t0 = time.perf_counter()
-    mode_scores = {
-        mode: data.score(
-            oof_predict(
-                lambda mode=mode: TableGrader(base_estimator("lightgbm", {}, opts), features, mode), data
-            )
-        )
-        for mode in ("per_group", "pooled")
-    }
-    mode = min(mode_scores, key=lambda m: mode_scores[m].score)
+    mode, mode_scores = select_mode(data, features, cfg)
     other = "pooled" if mode == "per_group" else "per_group"
     report["mode_selection"] = {
         "compared_with": "LightGBM default params, OOF metric",
@@ -397,99 +604,88 @@ def _tune(
 
     # 2. Optuna per backend.
     t0 = time.perf_counter()
-    backends = [b for b in BACKENDS if b in opts.backends]
+    backends = list(cfg.backends)
     n_per = {
-        b: opts.trials // len(backends) + (1 if i < opts.trials % len(backends) else 0)
+        b: cfg.trials // len(backends) + (1 if i < cfg.trials % len(backends) else 0)
         for i, b in enumerate(backends)
     }
     best_params: dict[str, dict] = {}
     report["tuning"] = {}
-    for b in backends:
-        tb = None if opts.timeout is None else opts.timeout * n_per[b] / max(opts.trials, 1)
-        study = run_study(b, data, features, mode, opts, n_per[b], tb, storage)
-        states = [t.state.name for t in study.trials]
-        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-        best_params[b] = dict(study.best_trial.params) if complete else {}
-        report["tuning"][b] = {
-            "study_name": study.study_name,
-            "n_trials_total": len(study.trials),
-            "n_complete": states.count("COMPLETE"),
-            "n_pruned": states.count("PRUNED"),
-            "best_value": study.best_value if complete else None,
-            "best_params": best_params[b],
-        }
+    with _progress(cfg.progress) as bar:
+        for b in backends:
+            tb = None if cfg.timeout is None else cfg.timeout * n_per[b] / max(cfg.trials, 1)
+            study = run_study(b, data, features, mode, cfg, n_per[b], tb, storage, bar)
+            states = [t.state.name for t in study.trials]
+            complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+            best_params[b] = dict(study.best_trial.params) if complete else {}
+            report["tuning"][b] = {
+                "study_name": study.study_name,
+                "n_trials_total": len(study.trials),
+                "n_complete": states.count("COMPLETE"),
+                "n_pruned": states.count("PRUNED"),
+                "best_value": study.best_value if complete else None,
+                "best_params": best_params[b],
+            }
     timings["tuning_s"] = time.perf_counter() - t0
 
-    # 3. OOF of the best params, blend, calibration.
+    # 3. The composite model: OOF of the best params → blend → calibration; graders refitted on all rows.
     t0 = time.perf_counter()
-    oofs = {
-        b: oof_predict(lambda b=b: TableGrader(base_estimator(b, best_params[b], opts), features, mode), data)
-        for b in backends
-    }
-    if len(backends) == 2:
-        weights = fit_blend(oofs["lightgbm"], oofs["xgboost"], data)
-        merged = blend(oofs["lightgbm"], oofs["xgboost"], data.groups, weights)
-    else:
-        weights = dict.fromkeys(GROUPS, 1.0 if backends[0] == "lightgbm" else 0.0)
-        merged = oofs[backends[0]]
+    model = fit_composite(table, grades_all, folds, features, mode, best_params, cfg, groups)
+    oofs, merged, merged_cal = model.oof_by_backend_, model.oof_, model.oof_calibrated_
+    calibrator, cal_scores = model.calibrator_, model.calibration_scores_
     report["blend"] = {
-        "weight_lightgbm": weights,
-        "note": "fitted on the same OOF predictions it is scored on",
+        "weight_lightgbm": model.blend_weights_,
+        "note": "fitted on the same OOF predictions the selection score is computed on",
     }
-
     lab = data.labeled
     g_lab = data.grades[lab].astype(int)
-
-    def calibrated(p: np.ndarray):
-        cal, res = select_calibration(
-            p[lab], g_lab, data.groups[lab], data.studies[lab], data.folds[lab], seed=opts.seed
-        )
-        return cal, res
-
-    calibrator, cal_scores = calibrated(merged)
-    # Cross-fitted calibrated OOF (for ECE and plots), with the chosen method.
-    from radspine.models.calibrate import fit_calibrator
-
-    merged_cal = merged.copy()
-    for k in np.unique(data.folds):
-        te = (data.folds == k) & lab
-        tr = (data.folds != k) & lab
-        c = fit_calibrator(
-            calibrator.method, merged[tr], data.grades[tr].astype(int), data.groups[tr], opts.seed
-        )
-        merged_cal[te] = c.transform(merged[te], data.groups[te])
     report["calibration"] = {
         "method": calibrator.method,
         "cv_score_by_method": {m: r.score for m, r in cal_scores.items()},
         "ece": {
             g: {
-                "before": expected_calibration_error(
-                    merged[lab & (data.groups == g)], data.grades[lab & (data.groups == g)]
-                ),
-                "after": expected_calibration_error(
-                    merged_cal[lab & (data.groups == g)], data.grades[lab & (data.groups == g)]
-                ),
+                "before": expected_calibration_error(merged[lab & (data.groups == g)], data.grades[lab & (data.groups == g)]),
+                "after": expected_calibration_error(merged_cal[lab & (data.groups == g)], data.grades[lab & (data.groups == g)]),
             }
             for g in GROUPS
             if (lab & (data.groups == g)).any()
         },
         "ece_note": "top-label ECE on unweighted frequencies; models and calibrators minimise the 1/2/4-weighted "
         "loss, so predicted moderate/severe sit above observed frequencies by design",
-        "temperatures": {g: float(v) for g, v in calibrator.params.items()}
-        if calibrator.method == "temperature"
-        else None,
+        "temperatures": calibrator.temperatures(),
     }
     timings["blend_calibration_s"] = time.perf_counter() - t0
 
-    # 4. Ablations (tuned LightGBM params reused for the single-source sets: a fair, cheap comparison).
+    # 4. Unbiased score: the cheap choices re-made per outer fold without it.
+    score_selection = cal_scores[calibrator.method].score
+    if cfg.unbiased:
+        t0 = time.perf_counter()
+        ub = unbiased_cv(data, grades_all, features, mode, best_params, cfg, groups)
+        ub["re_selected_per_outer_fold"] = [
+            *(["mode (pooled vs per_group)"] if cfg.reselect_mode else []),
+            "blend weights",
+            "calibration method",
+            "calibrator fit",
+            "grader fit",
+        ]
+        ub["not_re_selected"] = ["Optuna hyper-parameters (one search on all folds)"]
+        report["unbiased"] = ub
+        score_unbiased = ub["after"]["score"]
+        timings["unbiased_s"] = time.perf_counter() - t0
+    else:
+        score_unbiased = None
+
+    # 5. Ablations (tuned LightGBM params reused for the single-source sets: a fair, cheap comparison).
     t0 = time.perf_counter()
     abl: dict[str, dict] = {}
 
     def entry(p: np.ndarray, note: str = "") -> dict:
-        _, res = calibrated(p)
-        after = min(res.values(), key=lambda r: r.score)
+        _, res = select_calibration(
+            p[lab], g_lab, data.groups[lab], data.studies[lab], data.folds[lab],
+            methods=cfg.calibration_methods, seed=cfg.seed,
+        )
         best_m = min(res, key=lambda m: res[m].score)
-        d = {"before": data.score(p).as_dict(), "after": after.as_dict(), "calibration": best_m}
+        d = {"before": data.score(p).as_dict(), "after": res[best_m].as_dict(), "calibration": best_m}
         if note:
             d["note"] = note
         return d
@@ -499,39 +695,31 @@ def _tune(
         "before": data.score(merged).as_dict(),
         "after": cal_scores[calibrator.method].as_dict(),
         "calibration": calibrator.method,
-        "note": "LightGBM + XGBoost blend",
+        "note": " + ".join(backends) + " blend (selection score: choices made on these OOF rows)",
     }
     for b in backends:
         abl[f"merged_{b}"] = entry(oofs[b])
-    if opts.ablations:
+    if cfg.ablations:
         ab = "lightgbm" if "lightgbm" in backends else backends[0]
         for name, cols in sets.items():
             if name == "merged":
                 continue
-            p = oof_predict(
-                lambda cols=cols: TableGrader(base_estimator(ab, best_params[ab], opts), cols, mode), data
-            )
+            p = oof_predict(grader(ab, best_params[ab], cols, mode, cfg), data.table, data.grades, data.folds)
             abl[name] = entry(p, f"{ab} with the merged set's tuned params")
     report["ablations"] = abl
-    report["score"] = abl["merged"]["after"]["score"]
+    report["score_selection"] = score_selection
+    report["score_unbiased"] = score_unbiased
+    report["score"] = score_unbiased if score_unbiased is not None else score_selection
+    report["selection_gap"] = None if score_unbiased is None else score_unbiased - score_selection
     report["priors_only_score"] = abl["priors_only"]["before"]["score"]
     timings["ablations_s"] = time.perf_counter() - t0
 
-    # 5. Final models on all labeled rows.
-    t0 = time.perf_counter()
-    models = {
-        b: TableGrader(base_estimator(b, best_params[b], opts), features, mode).fit(
-            table[lab], data.grades[lab]
-        )
-        for b in backends
-    }
     report["importance_gain"] = {
         b: {k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:25]) for k, v in m.importance().items()}
-        for b, m in models.items()
+        for b, m in model.graders_.items()
     }
-    timings["final_fit_s"] = time.perf_counter() - t0
-    priors = priors_table(table.loc[lab, ["study_id", "condition", "level"]].assign(grade=data.grades[lab]))
-    if opts.plots:
+    report["priors_source"] = model.priors_source_
+    if cfg.plots:
         plots = out / "plots"
         plots.mkdir(exist_ok=True)
         reliability_diagram(
@@ -545,15 +733,5 @@ def _tune(
         report["plots"] = ["plots/reliability_merged.png"]
     timings["total_s"] = time.perf_counter() - t_start
     report["timings"] = timings
-    save_bundle(
-        out,
-        models=models,
-        blend_weights=weights,
-        calibrator=calibrator,
-        features=features,
-        mode=mode,
-        priors=priors,
-        meta=meta,
-        report=report,
-    )
+    save_bundle(out, model=model, meta=meta, report=report)
     return report

@@ -177,29 +177,61 @@ def fit_quick_bundle(
     meta: dict | None = None,
     report: dict | None = None,
 ) -> list[str]:
-    """Write a small untuned bundle (LightGBM + XGBoost per group, fixed params, no calibration).
+    """Write a small untuned bundle (LightGBM + XGBoost per group, fixed params and blend, no calibration).
 
     For tests, examples and benchmarks only: a real bundle comes from :func:`radspine.models.tune.tune`.
     Returns the feature list.
     """
-    from radspine.metrics import priors_table
+    from radspine.features.schema import feature_columns
     from radspine.models.bundle import save_bundle
-    from radspine.models.calibrate import Calibrator
     from radspine.models.estimator import GradeClassifier, TableGrader
-    from radspine.models.tune import align_grades, feature_columns
+    from radspine.models.severity import SeverityModel
+    from radspine.models.tune import align_grades
 
     feats = feature_columns(table)
-    grades = align_grades(table, labels)
-    lab = ~np.isnan(grades)
-    models = {
+    graders = {
         b: TableGrader(
             GradeClassifier(b, n_estimators=n_estimators, num_leaves=7, max_depth=3,
                             min_child_samples=min_child_samples, n_jobs=1, random_state=seed),
             feats, "per_group",
-        ).fit(table[lab], grades[lab])
+        )
         for b in ("lightgbm", "xgboost")
     }
-    save_bundle(out, models=models, blend_weights=blend_weights or {g: 0.5 for g in ("spinal", "foraminal", "subarticular")},
-                calibrator=Calibrator("none"), features=feats, mode="per_group", priors=priors_table(labels),
-                meta=meta or {"config_hash": "fake"}, report=report or {})
+    weights = blend_weights or {g: 0.5 for g in ("spinal", "foraminal", "subarticular")}
+    model = SeverityModel(graders, blend_weights=weights, calibration="none", seed=seed)
+    model.fit(table, align_grades(table, labels))
+    save_bundle(out, model=model, meta=meta or {"config_hash": "fake"}, report=report or {})
     return feats
+
+
+def write_example_run(out: str | Path, n_train: int = 40, n_test: int = 10, seed: int = 0) -> Path:
+    """A demo-shaped folder from FAKE feature tables: for tests and for trying the notebook without
+    running the demo. Never real data; no images, so no study reports.
+
+    Writes ``work/train/features.parquet`` + ``meta.json``, ``data/train.csv``, ``data/test_solution.csv``,
+    ``model/`` (LightGBM + XGBoost per group, fitted directly with fixed small params, no calibration) and
+    ``predictions.csv``. Same arguments → identical files.
+    """
+    from radspine.constants import SEVERITY_COLUMNS
+    from radspine.fsutil import write_csv_atomic, write_json_atomic, write_parquet_atomic
+    from radspine.metrics import solution_from_labels
+    from radspine.models.bundle import Bundle
+    from radspine.predict import expected_severity
+
+    out = Path(out)
+    train, labels = make_fake_table(n_train, seed=seed, n_rad_noise=12, n_cnn=8)
+    test, test_labels = make_fake_table(n_test, seed=seed + 1, n_rad_noise=12, n_cnn=8,
+                                        first_study_id=1000 + n_train)
+    meta = {"config_hash": f"example-{seed}", "backbone": "fake", "n_studies": n_train}
+    write_parquet_atomic(train, out / "work" / "train" / "features.parquet")
+    write_json_atomic(out / "work" / "train" / "meta.json", meta)
+    write_csv_atomic(labels_to_train_csv(labels), out / "data" / "train.csv")
+    write_csv_atomic(solution_from_labels(test_labels), out / "data" / "test_solution.csv")
+    fit_quick_bundle(out / "model", train, labels, n_estimators=60, seed=seed, meta=meta,
+                     report={"note": "example run from fake tables"})
+    probs = Bundle.load(out / "model").predict_proba(test)
+    probs["expected_severity"] = expected_severity(probs[list(SEVERITY_COLUMNS)].to_numpy())
+    probs = probs.merge(test[["row_id", "study_id", "condition", "level"]], on="row_id")
+    write_csv_atomic(probs, out / "predictions.csv", float_format="%.6f")
+    write_csv_atomic(probs[["row_id", *SEVERITY_COLUMNS]], out / "submission.csv", float_format="%.6f")
+    return out
