@@ -1,10 +1,19 @@
-"""CNN embedding throughput: training / inference patches per second on CPU (and CUDA when present).
+"""CNN embedding throughput and the CNN-only ablation, on CPU (and CUDA when present).
 
-Prints one JSON object. Example (what the closing note reports)::
+Prints one JSON object. Examples::
 
     python benchmarks/embed_bench.py --threads 2 --oof-patches 1500
+    # issue 12: throughput of the default and the previous default, plus the phantom ablation
+    python benchmarks/embed_bench.py --threads 2 --backbones default,previous --oof-patches 0 \
+        --ablation-studies 40 --ablation-size 96 --trials 4
+    # the full target (>= 100 studies)
+    python benchmarks/embed_bench.py --ablation-studies 120 --ablation-size 128 --trials 20
 
-Patches are synthetic (noisy blobs, default 5 slices × 64 × 64), so the figures measure speed only.
+Throughput patches are synthetic (noisy blobs, default 5 slices × 64 × 64): speed only. The ablation
+writes a phantom (``radspine.synth.make_dataset``), runs ``extract_features`` once per CNN config
+(``default`` = EmbeddingConfig(), ``previous`` = the issue-4 quarter-width resnet10t from scratch) and
+``tune`` on each table; it reports priors-only, merged, radiomics-only and CNN-only CV scores and the
+extract-features seconds per study (whole stage and CNN part).
 """
 
 from __future__ import annotations
@@ -30,12 +39,29 @@ def _patches(n: int, chans: int, size: int, seed: int = 0) -> tuple[np.ndarray, 
     return x.astype(np.float32), y.astype(float), np.arange(n) // 5
 
 
-def _throughput(label: str, device: str, x: np.ndarray, y: np.ndarray, threads: int) -> dict:
-    """One epoch of training and one embedding pass; ``label`` is "default" or a timm model name."""
-    from radspine.features.embeddings import CnnEmbedder, EmbeddingConfig
+def previous_default() -> dict:
+    """The embedding settings before issue 12 (quarter-width resnet10t from scratch, 32 px, 4 epochs)."""
+    return dict(backbone="resnet10t", backbone_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16},
+                pretrained="none", freeze_stages=0, image_size=32, epochs=4, lr=2e-3, channels_last=False)
 
-    base = EmbeddingConfig(epochs=1, device=device, num_threads=threads)
-    cfg = base if label == "default" else base.model_copy(update={"backbone": label, "backbone_kwargs": {}})
+
+def named_config(label: str, **kw):
+    """``default`` (EmbeddingConfig()), ``previous`` (:func:`previous_default`) or a timm model name."""
+    from radspine.features.embeddings import EmbeddingConfig
+
+    if label == "default":
+        return EmbeddingConfig(**kw)
+    if label == "previous":
+        return EmbeddingConfig(**{**previous_default(), **kw})
+    return EmbeddingConfig(**{"backbone": label, "backbone_kwargs": {}, "pretrained": "none",
+                              "freeze_stages": 0, **kw})
+
+
+def _throughput(label: str, device: str, x: np.ndarray, y: np.ndarray, threads: int) -> dict:
+    """One epoch of training and one embedding pass; ``label`` as in :func:`named_config`."""
+    from radspine.features.embeddings import CnnEmbedder
+
+    cfg = named_config(label, epochs=1, device=device, num_threads=threads)
     emb = CnnEmbedder(cfg)
     emb.fit(x[:64], y[:64])  # warm-up (allocator, kernels)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -53,6 +79,9 @@ def _throughput(label: str, device: str, x: np.ndarray, y: np.ndarray, threads: 
     return {
         "model": label,
         "backbone": cfg.backbone,
+        "weights": emb.weights_["name"],
+        "image_size": cfg.image_size,
+        "freeze_stages": cfg.freeze_stages,
         "backbone_kwargs": cfg.backbone_kwargs,
         "device": device,
         "params_M": round(n_params / 1e6, 3),
@@ -65,6 +94,57 @@ def _throughput(label: str, device: str, x: np.ndarray, y: np.ndarray, threads: 
     }
 
 
+def ablation(studies: int, size: int, trials: int, threads: int, labels_: list[str], seed: int = 0) -> dict:
+    """Phantom → extract-features per CNN config → tune: CV scores and extract seconds per study."""
+    import tempfile
+    from pathlib import Path
+
+    import optuna
+
+    from radspine.commands.tune import load_labels
+    from radspine.features.config import FeaturesConfig
+    from radspine.features.extract import extract_features
+    from radspine.models.tune import TuneConfig, load_features, tune
+    from radspine.synth import make_dataset
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out: dict = {"studies": studies, "size": size, "trials": trials, "folds": 3, "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        t0 = time.perf_counter()
+        make_dataset(data, train_studies=studies, size=size, seed=seed)
+        out["phantom_seconds"] = round(time.perf_counter() - t0, 1)
+        labels = load_labels(data)
+        for label in labels_:
+            cfg = FeaturesConfig(embeddings=named_config(label, device="cpu", num_threads=threads), seed=seed)
+            feat = Path(tmp) / f"features_{label}"
+            t0, c0 = time.perf_counter(), time.process_time()
+            extract_features(data, "train", feat, cfg=cfg, workers=1)
+            wall = time.perf_counter() - t0
+            table, meta = load_features(feat)
+            t1 = time.perf_counter()
+            rep = tune(table, labels, Path(tmp) / f"model_{label}", meta,
+                       TuneConfig(trials=trials, folds=3, seed=seed, n_jobs=1))
+            abl = rep["ablations"]
+            prior = rep["priors_only_score"]
+            scores = {k: round(v["after"]["score"], 4) for k, v in abl.items()}
+            out["runs"][label] = {
+                "weights": (meta.get("cnn") or {}).get("weights"),
+                "extract_seconds": round(wall, 1),
+                "extract_seconds_per_study": round(wall / studies, 2),
+                "cnn_seconds_per_study": round(float(meta.get("seconds_cnn", np.nan)) / studies, 2),
+                "extract_cpu_seconds_main_process": round(time.process_time() - c0, 1),
+                "tune_seconds": round(time.perf_counter() - t1, 1),
+                "priors_only": round(prior, 4),
+                "cv_score": round(rep["score"], 4),
+                "ablations_after": scores,
+                "cnn_only_vs_priors": round(scores.get("cnn_only", np.nan) / prior, 3),
+                "merged_vs_radiomics_only": round(scores.get("merged", np.nan) / scores.get("radiomics_only", np.nan), 3),
+            }
+            print(json.dumps({label: out["runs"][label]}), flush=True)  # partial results survive a timeout
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", default="default,resnet10t,resnet18,mobilenetv3_small_100")
@@ -73,6 +153,10 @@ def main() -> None:
     ap.add_argument("--chans", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--oof-patches", type=int, default=1500, help="0 skips the whole-OOF timing")
+    ap.add_argument("--ablation-studies", type=int, default=0, help="phantom studies for the ablation; 0 = skip")
+    ap.add_argument("--ablation-size", type=int, default=96, help="phantom image size")
+    ap.add_argument("--ablation-configs", default="default,previous")
+    ap.add_argument("--trials", type=int, default=4, help="tuning trials per backend in the ablation")
     args = ap.parse_args()
 
     import timm
@@ -82,9 +166,11 @@ def main() -> None:
 
     x, y, _ = _patches(args.patches, args.chans, args.size)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    rows = [
-        _throughput(b, d, x, y, args.threads) for d in devices for b in args.backbones.split(",") if b
-    ]
+    rows = []
+    for d in devices:
+        for b in filter(None, args.backbones.split(",")):
+            rows.append(_throughput(b, d, x, y, args.threads))
+            print(json.dumps(rows[-1]), flush=True)
     out: dict = {
         "patch_shape": [args.chans, args.size, args.size],
         "threads": args.threads,
@@ -113,6 +199,9 @@ def main() -> None:
             "idle_estimate_seconds": round(cpu / args.threads, 1),
             "embed_dim": int(oof.shape[1]),
         }
+    if args.ablation_studies:
+        out["ablation"] = ablation(args.ablation_studies, args.ablation_size, args.trials, args.threads,
+                                   [c for c in args.ablation_configs.split(",") if c])
     print(json.dumps(out, indent=2))
 
 

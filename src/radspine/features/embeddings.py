@@ -341,7 +341,7 @@ class CnnEmbedder:
         class_w = torch.tensor(SEVERITY_WEIGHTS, dtype=torch.float32, device=self.device_)
         history: list[float] = []
         step = 0
-        for epoch in range(cfg.epochs):
+        for _ in range(cfg.epochs):
             model.train()
             for mod in frozen:
                 mod.eval()  # frozen stages keep their (ImageNet) BN statistics
