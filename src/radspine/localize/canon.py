@@ -9,7 +9,7 @@ with in-plane shift ``(su, sv)`` is sampled on a ``size × size`` grid. Voxel lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -59,6 +59,7 @@ class PlaneFrame:
     origin: np.ndarray
     spacing: float
     size: int
+    _blurred: dict | None = None  # spacing bin (mm) -> in-plane low-passed pixels, shared by with_grid copies
 
     @classmethod
     def build(cls, vol: Volume, view: str, spacing: float, size: int) -> PlaneFrame:
@@ -74,6 +75,41 @@ class PlaneFrame:
     def offsets(self) -> np.ndarray:
         """Signed offset (mm along the frame normal) of each slice plane of the stack."""
         return (self.vol.positions - self.origin) @ self.normal
+
+    def with_grid(self, spacing: float, size: int) -> PlaneFrame:
+        """The same stack and axes sampled on another grid (pixels shared, not re-normalised).
+
+        When the grid is much coarser than the pixels (a 1024 px matrix sampled at 4 mm), the pixels are
+        low-passed in-plane first (Gaussian, cached per 1 mm spacing bin) so the canonical image does not alias.
+        """
+        cache = self._blurred if self._blurred is not None else {}
+        if self._blurred is None:
+            object.__setattr__(self, "_blurred", cache)
+        pix = min(self.vol.pixel_spacing)
+        key = max(1, int(round(float(spacing))))
+        ratio = key / max(pix, 1e-6)
+        if ratio > 1.5:
+            if key not in cache:
+                raw = cache.setdefault("raw", self.pixels)
+                cache[key] = ndimage.gaussian_filter(raw, (0, 0.4 * ratio, 0.4 * ratio), mode="nearest")
+            pixels = cache[key]
+        else:
+            pixels = cache.get("raw", self.pixels)
+        return replace(self, pixels=pixels, spacing=float(spacing), size=int(size), _blurred=cache)
+
+    def extent(self) -> tuple[float, float, float, float]:
+        """In-plane extent of the stack in mm relative to the origin: (u_min, u_max, v_min, v_max)."""
+        vol = self.vol
+        rows, cols = vol.pixels.shape[1:]
+        dr, dc = vol.pixel_spacing
+        corners = []
+        for pos in (vol.positions[0], vol.positions[-1]):
+            for y in (0, rows - 1):
+                for x in (0, cols - 1):
+                    corners.append(pos + x * dc * vol.row_cosine + y * dr * vol.col_cosine)
+        rel = np.asarray(corners) - self.origin
+        cu, cv = rel @ self.u, rel @ self.v
+        return float(cu.min()), float(cu.max()), float(cv.min()), float(cv.max())
 
     def offset_range(self) -> tuple[float, float]:
         """Lowest and highest slice-plane offset (mm)."""

@@ -6,28 +6,34 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class LocalizerConfig(BaseModel):
-    """Settings of the heatmap localizer; defaults train in ~1-2 min on 2 CPU cores on the phantom.
+    """Settings of the heatmap localizer; defaults train in a few minutes on 2 CPU cores on the phantom.
 
     Canonical grids are world-aligned and in millimetres, so the same model serves any scanner
-    resolution, slice count or in-plane orientation.
+    resolution, slice count or in-plane orientation. The sagittal net is fully convolutional: it is
+    trained on ``sag_size`` px crops at a random spacing in [``sag_fine_spacing_mm``, ``sag_spacing_mm``]
+    placed anywhere over the field of view (spine partly or wholly outside included), and at inference it
+    runs over the whole FOV at ``sag_spacing_mm`` (coarse) and then on a window around the found spine at
+    ``sag_fine_spacing_mm`` (fine).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     # Sagittal canonical plane: columns along world +y (anterior→posterior), rows along world −z.
-    sag_spacing_mm: float = Field(5.0, gt=0)
-    sag_size: int = Field(48, ge=16)
-    sag_depth: int = Field(3, ge=2, le=5)
+    sag_spacing_mm: float = Field(4.0, gt=0)  # coarse whole-FOV pass (and the coarsest training scale)
+    sag_fine_spacing_mm: float = Field(2.0, gt=0)  # fine pass around the found spine (finest training scale)
+    sag_fine_window_mm: float = Field(256.0, gt=0)  # side of the fine-pass window (mm)
+    sag_size: int = Field(64, ge=16)  # training crop (px)
+    sag_depth: int = Field(4, ge=2, le=5)
     # Axial canonical crop around the level centre: columns along world +x, rows along world +y.
     ax_spacing_mm: float = Field(3.0, gt=0)
     ax_size: int = Field(32, ge=16)
     ax_depth: int = Field(3, ge=2, le=5)
     # Input channels: planes at −o, 0, +o mm along the slice normal (interpolated between slices).
     channel_offset_mm: float = Field(3.0, ge=0)
-    # Sagittal planes are scanned at this step (mm) across the stack at inference.
+    # Sagittal planes are scanned at this step (mm) across the stack at inference (fine pass; coarse uses 2x).
     slice_step_mm: float = Field(2.0, gt=0)
-    # Gaussian targets: in-plane sigma (canonical pixels) and across-plane sigma (mm).
-    sigma_px: float = Field(1.2, gt=0)
+    # Gaussian targets: in-plane sigma (mm) and across-plane sigma (mm).
+    sigma_mm: float = Field(5.0, gt=0)
     sigma_slice_mm: float = Field(3.0, gt=0)
     # Foramina are searched at least this far (mm) from the canal plane on each side.
     side_margin_mm: float = Field(6.0, ge=0)
@@ -39,23 +45,34 @@ class LocalizerConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-3, gt=0)
     base_channels: int = Field(8, ge=4)
+    # Crops per labelled sagittal plane (centred near the spine, ±jitter_mm) and background crops per series
+    # (anywhere in the FOV, away from the labelled plane too).
+    crops_per_plane: int = Field(2, ge=1)
     random_planes_per_series: int = Field(1, ge=0)
-    jitter_mm: float = Field(12.0, ge=0)
+    jitter_mm: float = Field(60.0, ge=0)
     ax_jitter_mm: float = Field(6.0, ge=0)
     holdout_frac: float = Field(0.2, ge=0, lt=1)
+    # Intensity augmentation of training crops (MONAI: bias field, gamma, noise, blur, inversion).
+    strong_augment: bool = True
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     # Torch CPU threads while the localizer runs (restored afterwards); 0 = leave torch's setting.
     # 1 by default: these small convolutions gain little from threads, and on a shared/loaded CPU two
     # spinning OpenMP threads were measured ~10x slower per step than one.
     num_threads: int = Field(1, ge=0)
-    # Plane distance (mm) beyond which an axial slice choice is flagged as far from its level.
+    # Plane distance (mm) beyond which an axial slice choice is flagged doubtful (far from its level).
     axial_max_distance_mm: float = Field(10.0, gt=0)
-    # Heatmap peaks below this (sigmoid) are flagged "low confidence"; the point is still written.
+    # Heatmap peaks below this (sigmoid) are flagged "doubtful: low confidence"; the point is still written.
     min_peak: float = Field(0.05, ge=0, le=1)
+    # Mean canal peak below this: "doubtful: no spine in view" on every sagittal-anchored point.
+    spine_min_peak: float = Field(0.15, ge=0, le=1)
+    # A level whose gap to a neighbour exceeds this multiple of the study's median disc gap is doubtful.
+    max_gap_ratio: float = Field(2.0, gt=1)
 
     @model_validator(mode="after")
     def _sizes_fit_depth(self) -> LocalizerConfig:
         for name, size, depth in (("sag", self.sag_size, self.sag_depth), ("ax", self.ax_size, self.ax_depth)):
             if size % 2**depth:
                 raise ValueError(f"{name}_size={size} must be a multiple of 2**{name}_depth={2**depth}")
+        if self.sag_fine_spacing_mm > self.sag_spacing_mm:
+            raise ValueError("sag_fine_spacing_mm must not exceed sag_spacing_mm")
         return self

@@ -1,7 +1,8 @@
 """A small UNet heatmap model, Gaussian targets and sub-pixel peak decoding.
 
-The UNet is hand-written (about 60 lines) because no segmentation-model library is installed and a
-timm encoder (even resnet18) is ~100x the compute this task needs on 2 CPU cores.
+The UNet stays hand-written (about 60 lines; MONAI's BasicUNet has a fixed depth of 4 and ~4x the
+parameters at its smallest useful width): it is fully convolutional, so the same weights run on training
+crops and on whole-FOV planes of any size that is a multiple of 2**depth.
 """
 
 from __future__ import annotations
@@ -53,9 +54,15 @@ class HeatmapUNet(nn.Module):
         return self.head(x)
 
 
-def gaussian_maps(size: int, rows: np.ndarray, cols: np.ndarray, amps: np.ndarray, sigma: float) -> np.ndarray:
-    """(N, size, size) Gaussians of peak ``amps`` centred at (rows, cols); NaN centres give zeros."""
+def gaussian_maps(size: int, rows: np.ndarray, cols: np.ndarray, amps: np.ndarray,
+                  sigma: float | np.ndarray) -> np.ndarray:  # fmt: skip
+    """(N, size, size) Gaussians of peak ``amps`` centred at (rows, cols); NaN centres give zeros.
+
+    ``sigma`` (px): one value, or one per map (N,).
+    """
     grid = np.arange(size, dtype=np.float32)
+    sigma = np.asarray(sigma, dtype=np.float32)
+    sigma = sigma.reshape(-1, 1) if sigma.ndim else sigma
     rows = np.asarray(rows, dtype=np.float32)[:, None]
     cols = np.asarray(cols, dtype=np.float32)[:, None]
     gr = np.exp(-((grid[None] - rows) ** 2) / (2 * sigma**2))

@@ -19,17 +19,28 @@ from radspine.geometry import instance_to_world, orientation_of
 from radspine.io.volumes import StudyVolumes, load_study_volumes
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.infer import N_AX, N_SAG, Localizer, fallback_rows
+from radspine.localize.infer import (
+    CANAL,
+    FORA,
+    HEAD_OF,
+    N_AX,
+    N_SAG,
+    SIDE_CONDITIONS,
+    SUBS,
+    Localizer,
+    fallback_rows,
+    shipped_localizer_dir,
+)
 from radspine.localize.net import HeatmapUNet, gaussian_maps
 from radspine.torchutil import resolve_device, torch_threads
 from radspine.types import Volume
 
 log = logging.getLogger(__name__)
 
-CANAL = "spinal_canal_stenosis"
-FORA = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
-SUBS = ("left_subarticular_stenosis", "right_subarticular_stenosis")
-SIDE_CONDITIONS = FORA + SUBS
+AX_SIGMA_MM = 3.6  # axial target width (mm)
+__all__ = ["CANAL", "FORA", "SUBS", "SIDE_CONDITIONS", "train_localizer", "oof_points", "evaluate"]
+# Architecture fields taken from the init model when fine-tuning (the weights must fit).
+ARCH_FIELDS = ("base_channels", "sag_depth", "ax_depth")
 
 
 @dataclass(frozen=True)
@@ -45,18 +56,21 @@ class TruthPoint:
 @dataclass
 class Samples:
     """Training tensors: images (N, 3, H, W) float16; peaks (N, C, 2, 3) = (row, col, amp), NaN if none;
-    channel masks (N, C) (0 where the label is missing, so absent labels teach nothing)."""
+    channel masks (N, C) (0 where the label is missing, so absent labels teach nothing); sigma (N,) the
+    Gaussian target width in px of each sample (its grid spacing varies)."""
 
     x: np.ndarray
     peaks: np.ndarray
     mask: np.ndarray
+    sigma: np.ndarray
 
     @staticmethod
     def concat(items: list[Samples], n_ch: int, size: int) -> Samples:
         items = [s for s in items if len(s.x)]
         if not items:
-            return Samples(np.zeros((0, 3, size, size), np.float16), np.zeros((0, n_ch, 2, 3)), np.zeros((0, n_ch)))
-        return Samples(*(np.concatenate([getattr(s, f) for s in items]) for f in ("x", "peaks", "mask")))
+            return Samples(np.zeros((0, 3, size, size), np.float16), np.zeros((0, n_ch, 2, 3)), np.zeros((0, n_ch)),
+                           np.zeros(0, np.float32))  # fmt: skip
+        return Samples(*(np.concatenate([getattr(s, f) for s in items]) for f in ("x", "peaks", "mask", "sigma")))
 
 
 def normalised_coordinates(coords: pd.DataFrame) -> pd.DataFrame:
@@ -81,30 +95,49 @@ def resolve_truth(vols: StudyVolumes, coords: pd.DataFrame) -> dict[tuple[str, s
 
 
 def _sag_samples(vol: Volume, truth: dict, cfg: LocalizerConfig, rng: np.random.Generator) -> Samples:
-    frame = PlaneFrame.build(vol, "sagittal", cfg.sag_spacing_mm, cfg.sag_size)
-    lo, hi = frame.offset_range()
-    canal = {lv: frame.to_frame(truth[(CANAL, lv)].world) for lv in LEVELS if (CANAL, lv) in truth}
-    sides = [{lv: frame.to_frame(truth[(c, lv)].world) for lv in LEVELS if (c, lv) in truth} for c in FORA]
-    # Planes at the labelled canal/foramen positions (slightly perturbed) plus random planes as negatives.
-    ds = [float(np.median([p[0] for p in grp.values()])) + rng.normal(0, 1.0) for grp in (canal, *sides) if grp]
-    ds += list(rng.uniform(lo, hi, cfg.random_planes_per_series))
-    ds = np.asarray(ds)
-    shifts = rng.uniform(-cfg.jitter_mm, cfg.jitter_mm, (len(ds), 2))
-    peaks = np.full((len(ds), N_SAG, 2, 3), np.nan)
-    mask = np.zeros((len(ds), N_SAG), np.float32)
+    """Crops of one sagittal stack at random spacing in [fine, coarse] mm: ``crops_per_plane`` around each
+    labelled plane (centred on the spine ± ``jitter_mm``, so the spine may sit near or past an edge) plus
+    ``random_planes_per_series`` background crops anywhere in the stack and the FOV."""
+    base = PlaneFrame.build(vol, "sagittal", cfg.sag_spacing_mm, cfg.sag_size)
+    lo, hi = base.offset_range()
+    u0, u1, v0, v1 = base.extent()
+    canal = {lv: truth[(CANAL, lv)].world for lv in LEVELS if (CANAL, lv) in truth}
+    sides = [{lv: truth[(c, lv)].world for lv in LEVELS if (c, lv) in truth} for c in FORA]
+    groups = [g for g in (canal, *sides) if g]
+    if not groups:
+        return Samples.concat([], N_SAG, cfg.sag_size)
+    allpts = np.stack([w for g in groups for w in g.values()])
+    rel = allpts.mean(axis=0) - base.origin
+    cu, cv = float(rel @ base.u), float(rel @ base.v)
+    planes = [float(np.median([(w - base.origin) @ base.normal for w in g.values()])) for g in groups]
+    specs = []  # (d, spacing, su, sv)
+    for d in planes:
+        for _ in range(cfg.crops_per_plane):
+            sp = float(rng.uniform(cfg.sag_fine_spacing_mm, cfg.sag_spacing_mm))
+            j = min(cfg.jitter_mm, 0.45 * cfg.sag_size * sp)
+            specs.append((d + rng.normal(0, 1.0), sp, cu + rng.uniform(-j, j), cv + rng.uniform(-j, j)))
+    for _ in range(cfg.random_planes_per_series):
+        sp = float(rng.uniform(cfg.sag_fine_spacing_mm, cfg.sag_spacing_mm))
+        specs.append((float(rng.uniform(lo, hi)), sp, float(rng.uniform(u0, u1)), float(rng.uniform(v0, v1))))
+    n = len(specs)
+    peaks = np.full((n, N_SAG, 2, 3), np.nan)
+    mask = np.zeros((n, N_SAG), np.float32)
+    xs = np.zeros((n, 3, cfg.sag_size, cfg.sag_size), np.float16)
+    sig = np.zeros(n, np.float32)
     s2 = 2 * cfg.sigma_slice_mm**2
-    for i, (d, (su, sv)) in enumerate(zip(ds, shifts, strict=True)):
+    for i, (d, sp, su, sv) in enumerate(specs):
+        fr = base.with_grid(sp, cfg.sag_size)
+        xs[i] = fr.sample(np.array([d]), np.array([[su, sv]]), cfg.channel_offset_mm)[0]
+        sig[i] = cfg.sigma_mm / sp
         for li, lv in enumerate(LEVELS):
-            groups = [(li, [canal.get(lv)]), (5 + li, [s.get(lv) for s in sides])]
-            for ch, pts in groups:
+            for ch, pts in ((li, [canal.get(lv)]), (5 + li, [s.get(lv) for s in sides])):
                 if any(p is None for p in pts):
                     continue
                 mask[i, ch] = 1.0
-                for j, p in enumerate(pts):
-                    peaks[i, ch, j] = (p[1] - sv / cfg.sag_spacing_mm, p[2] - su / cfg.sag_spacing_mm,
-                                       np.exp(-((d - p[0]) ** 2) / s2))  # fmt: skip
-    x = frame.sample(ds, shifts, cfg.channel_offset_mm).astype(np.float16)
-    return Samples(x, peaks, mask)
+                for j, w in enumerate(pts):
+                    pd_, prow, pcol = fr.to_frame(w)
+                    peaks[i, ch, j] = (prow - sv / sp, pcol - su / sp, np.exp(-((d - pd_) ** 2) / s2))
+    return Samples(xs, peaks, mask, sig)
 
 
 def _ax_samples(truth: dict, cfg: LocalizerConfig, rng: np.random.Generator, n_per_level: int = 2) -> Samples:
@@ -139,7 +172,8 @@ def _ax_samples(truth: dict, cfg: LocalizerConfig, rng: np.random.Generator, n_p
             masks.append(m)
     if not xs:
         return Samples.concat([], N_AX, cfg.ax_size)
-    return Samples(np.stack(xs), np.stack(peaks), np.stack(masks))
+    return Samples(np.stack(xs), np.stack(peaks), np.stack(masks), np.full(len(xs), AX_SIGMA_MM / cfg.ax_spacing_mm,
+                                                                            np.float32))
 
 
 def study_samples(vols: StudyVolumes, truth: dict, cfg: LocalizerConfig, seed: int) -> tuple[Samples, Samples]:
@@ -149,34 +183,81 @@ def study_samples(vols: StudyVolumes, truth: dict, cfg: LocalizerConfig, seed: i
     return Samples.concat(sag, N_SAG, cfg.sag_size), _ax_samples(truth, cfg, rng)
 
 
-def _render(peaks: np.ndarray, size: int, sigma: float) -> np.ndarray:
+def _render(peaks: np.ndarray, size: int, sigma: np.ndarray) -> np.ndarray:
     b, ch, p, _ = peaks.shape
     flat = peaks.reshape(-1, 3)
-    maps = gaussian_maps(size, flat[:, 0], flat[:, 1], flat[:, 2], sigma)
+    sig = np.repeat(np.asarray(sigma, np.float32), ch * p)
+    maps = gaussian_maps(size, flat[:, 0], flat[:, 1], flat[:, 2], sig)
     return maps.reshape(b, ch, p, size, size).max(axis=2)
 
 
-def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Intensity augmentation (gamma, gain, noise): the grids are canonical, so no geometric flips."""
+def _monai_intensity(seed: int):
+    """MONAI random bias field, blur, gamma and noise (per sample, channel-first), seeded."""
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrast,
+        RandBiasField,
+        RandGaussianNoise,
+        RandGaussianSmooth,
+    )
+
+    tf = Compose([
+        RandBiasField(degree=3, coeff_range=(0.0, 0.4), prob=0.5),
+        RandGaussianSmooth(sigma_x=(0.3, 1.2), sigma_y=(0.3, 1.2), prob=0.3),
+        RandAdjustContrast(gamma=(0.6, 1.6), prob=0.5),
+        RandGaussianNoise(prob=0.5, mean=0.0, std=0.05),
+    ])
+    tf.set_random_state(seed=seed)
+    return tf
+
+
+def _augment(x: np.ndarray, rng: np.random.Generator, monai_tf=None) -> np.ndarray:
+    """Intensity augmentation: gain/gamma/noise; with ``monai_tf`` also a random intensity curve per sample
+    (non-monotone a third of the time: other tissue orderings, T1/T2/STIR-like), inversion, bias, blur.
+    The grids are canonical, so no geometric flips."""
     b = len(x)
     x = x.astype(np.float32)
+    if monai_tf is not None:
+        knots = np.linspace(0.0, 1.0, 6)
+        out = np.empty_like(x)
+        for i in range(b):
+            xi = x[i]
+            u = rng.random()
+            if u < 0.35:  # any ordering of tissues
+                xi = np.interp(xi, knots, rng.uniform(0.0, 1.0, len(knots))).astype(np.float32)
+            elif u < 0.55:  # inverted ordering
+                xi = 1.0 - xi
+            xi = np.asarray(monai_tf(xi), dtype=np.float32)
+            lo, hi = np.percentile(xi, [0.5, 99.5])
+            out[i] = np.clip((xi - lo) / max(hi - lo, 1e-3), 0, 1)
+        x = out
     gamma = np.exp(rng.uniform(np.log(0.6), np.log(1.6), (b, 1, 1, 1)))
     gain = rng.uniform(0.75, 1.25, (b, 1, 1, 1))
     noise = rng.normal(0, 1, x.shape) * rng.uniform(0, 0.05, (b, 1, 1, 1))
-    return np.clip(np.power(x, gamma) * gain + noise, 0, 1.5).astype(np.float32)
+    return np.clip(np.power(np.clip(x, 0, None), gamma) * gain + noise, 0, 1.5).astype(np.float32)
 
 
 def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfig, seed: int,
-                    epochs: int | None = None) -> HeatmapUNet:
-    """Train a :class:`HeatmapUNet` on samples with weighted BCE against Gaussian targets."""
+                    epochs: int | None = None, init_state: dict | None = None,
+                    strong: bool | None = None) -> HeatmapUNet | None:  # fmt: skip
+    """Train a :class:`HeatmapUNet` on samples with weighted BCE against Gaussian targets.
+
+    Returns None when there are no samples (a head without labels). ``init_state``: start from these
+    weights (fine-tuning). ``strong`` (default ``cfg.strong_augment``): MONAI/random-curve intensity augmentation.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     device = resolve_device(cfg.device)
-    net = HeatmapUNet(3, n_ch, cfg.base_channels, depth).to(device)
-    epochs = epochs or cfg.epochs
     n = len(samples.x)
-    if n == 0:
-        raise DatasetError("no labelled training points for the localizer (check train_label_coordinates.csv)")
+    if n == 0 or not samples.mask.any():
+        return None
+    net = HeatmapUNet(3, n_ch, cfg.base_channels, depth)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+    net = net.to(device)
+    epochs = epochs or cfg.epochs
+    strong = cfg.strong_augment if strong is None else strong
+    monai_tf = _monai_intensity(seed) if strong else None
     steps = epochs * max(1, int(np.ceil(n / cfg.batch_size)))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.2)
@@ -190,8 +271,8 @@ def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfi
             idx = np.sort(perm[i : i + cfg.batch_size])
             if len(idx) < 2:  # BatchNorm needs more than one sample
                 continue
-            x = torch.from_numpy(_augment(samples.x[idx], rng)).to(device)
-            y = torch.from_numpy(_render(samples.peaks[idx], size, cfg.sigma_px)).to(device)
+            x = torch.from_numpy(_augment(samples.x[idx], rng, monai_tf)).to(device)
+            y = torch.from_numpy(_render(samples.peaks[idx], size, samples.sigma[idx])).to(device)
             m = torch.from_numpy(samples.mask[idx].astype(np.float32)).to(device)[:, :, None, None]
             logits = net(x)
             # Foreground pixels are ~0.1% of the map: up-weight them so peaks (and their amplitude) are learned.
@@ -206,6 +287,61 @@ def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfi
         log.info("localizer %s-net epoch %d/%d: loss %.4f (%d samples, %.0f s)", "sag" if n_ch == N_SAG else "ax",
                  epoch + 1, epochs, total / max(count, 1), n, time.perf_counter() - t0)
     return net.eval()
+
+
+def predictable_conditions(sag: Samples, ax: Samples) -> list[str]:
+    """Condition keys with training labels: canal / foramina from sagittal masks, subarticular from axial."""
+    out = []
+    if len(sag.mask) and sag.mask[:, :5].any():
+        out.append(CANAL)
+    if len(sag.mask) and sag.mask[:, 5:].any():
+        out.extend(FORA)
+    if len(ax.mask) and ax.mask.any():
+        out.extend(SUBS)
+    return [c for c in CONDITIONS if c in out]
+
+
+def fit_calibration(pred: pd.DataFrame, truths: dict[int, dict], min_points: int = 20) -> dict:
+    """Per head: isotonic map from the uncalibrated confidence to P(error ≤ 10 mm), as (x, y) knots."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from radspine.constants import CONDITION_NAMES
+
+    name_to_key = {v: k for k, v in CONDITION_NAMES.items()}
+    acc: dict[str, tuple[list, list]] = {}
+    for r in pred.itertuples(index=False):
+        cond, lv = name_to_key[r.condition], LEVEL_KEYS[r.level]
+        tp = truths.get(int(r.study_id), {}).get((cond, lv))
+        pw = np.array([r.world_x, r.world_y, r.world_z])
+        if tp is None or not np.all(np.isfinite(pw)):
+            continue
+        xs, ys = acc.setdefault(HEAD_OF[cond], ([], []))
+        xs.append(float(r.confidence))
+        ys.append(float(np.linalg.norm(pw - tp.world) <= 10.0))
+    out = {}
+    for head, (xs, ys) in acc.items():
+        if len(xs) < min_points:
+            continue
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(xs, ys)
+        kx = [0.0, *map(float, iso.X_thresholds_), 1.0]
+        ky = [float(iso.predict([0.0])[0]), *map(float, iso.y_thresholds_), float(iso.predict([1.0])[0])]
+        out[head] = (kx, ky)
+    return out
+
+
+def confidence_check(pred: pd.DataFrame, truths: dict[int, dict], threshold: float = 0.9) -> dict:
+    """Share of points within 10 mm among those with confidence ≥ threshold (and how many there are)."""
+    from radspine.constants import CONDITION_NAMES
+
+    name_to_key = {v: k for k, v in CONDITION_NAMES.items()}
+    ok = []
+    for r in pred.itertuples(index=False):
+        tp = truths.get(int(r.study_id), {}).get((name_to_key[r.condition], LEVEL_KEYS[r.level]))
+        pw = np.array([r.world_x, r.world_y, r.world_z])
+        if tp is None or r.confidence < threshold:
+            continue
+        ok.append(bool(np.all(np.isfinite(pw)) and np.linalg.norm(pw - tp.world) <= 10.0))
+    return {"threshold": threshold, "n": len(ok), "within_10mm": float(np.mean(ok)) if ok else None}
 
 
 def learned_offsets(truths: list[dict]) -> dict:
@@ -307,12 +443,37 @@ class _TrainData:
         loaders = {s.study_id: partial(load_study_volumes, s) for s in ds.studies("train")}
         return cls(loaders, ds.coordinates, cfg, seed, source=str(data_dir))
 
-    def fit(self, ids: list[int], cfg: LocalizerConfig, seed: int, epochs: int | None = None) -> Localizer:
+    def fit(self, ids: list[int], cfg: LocalizerConfig, seed: int, epochs: int | None = None,
+            init: Localizer | None = None) -> Localizer:  # fmt: skip
+        """Train every head that has labels among ``ids`` (sagittal and axial nets independently)."""
         sag = Samples.concat([self.samples[i][0] for i in ids], N_SAG, cfg.sag_size)
         ax = Samples.concat([self.samples[i][1] for i in ids], N_AX, cfg.ax_size)
-        sag_net = fit_heatmap_net(sag, N_SAG, cfg.sag_depth, cfg, seed, epochs)
-        ax_net = fit_heatmap_net(ax, N_AX, cfg.ax_depth, cfg, seed + 1, epochs)
-        return Localizer(cfg, sag_net, ax_net, learned_offsets([self.truth[i] for i in ids]))
+        conditions = predictable_conditions(sag, ax)
+        if not conditions:
+            raise DatasetError("no labelled training points for the localizer (check train_label_coordinates.csv)")
+        def state(net):
+            return None if net is None else net.state_dict()
+
+        sag_net = fit_heatmap_net(sag, N_SAG, cfg.sag_depth, cfg, seed, epochs,
+                                  init_state=state(init.sag_net) if init is not None else None)  # fmt: skip
+        ax_net = fit_heatmap_net(ax, N_AX, cfg.ax_depth, cfg, seed + 1, epochs,
+                                 init_state=state(init.ax_net) if init is not None else None)  # fmt: skip
+        if init is not None:  # heads without labels here keep the init model's (e.g. shipped) weights
+            conds = set(conditions)
+            if sag_net is None and init.sag_net is not None:
+                sag_net = init.sag_net
+                conds |= {c for c in (CANAL, *FORA) if c in init.conditions}
+            if ax_net is None and init.ax_net is not None:
+                ax_net = init.ax_net
+                conds |= {c for c in SUBS if c in init.conditions}
+            conditions = [c for c in CONDITIONS if c in conds]
+        missing = [c for c in CONDITIONS if c not in conditions]
+        if missing:
+            log.warning("localizer: no training labels for %s; those points will be 'not localised'", ", ".join(missing))
+        offsets = learned_offsets([self.truth[i] for i in ids])
+        if init is not None and not any(self.truth[i].get((SUBS[0], lv)) for i in ids for lv in LEVELS):
+            offsets = {k: {lv: list(v) for lv, v in d.items()} for k, d in init.offsets.items()}
+        return Localizer(cfg, sag_net, ax_net, offsets, conditions)
 
     def predict(self, loc: Localizer, ids: list[int]) -> pd.DataFrame:
         frames = []
@@ -325,22 +486,38 @@ class _TrainData:
         return pd.concat(frames, ignore_index=True)
 
 
-def train_localizer(data_dir: Path, out_dir: Path, cfg: LocalizerConfig | None = None, seed: int = 0) -> dict:
+def load_init(init: str | Path | None, cfg: LocalizerConfig) -> tuple[Localizer | None, LocalizerConfig]:
+    """The model to fine-tune from ("shipped", a bundle folder, or None) and ``cfg`` with its architecture."""
+    if init is None:
+        return None, cfg
+    path = shipped_localizer_dir() if str(init) == "shipped" else Path(init)
+    loc = Localizer.load(path, device=cfg.device, shipped_fallback=False)
+    return loc, cfg.model_copy(update={k: getattr(loc.cfg, k) for k in ARCH_FIELDS})
+
+
+def train_localizer(data_dir: Path, out_dir: Path, cfg: LocalizerConfig | None = None, seed: int = 0,
+                    init: str | Path | None = None) -> dict:  # fmt: skip
     """Train the localizer on train_label_coordinates.csv; write the bundle and ``localizer_report.json``.
 
-    A ``cfg.holdout_frac`` share of labelled train studies is held out for the accuracy report; the
-    saved model is trained on the remaining studies (so the report is honest about that very model).
-    Returns the report dict.
+    Every head with labels is trained (a set with only canal points gives a canal-only bundle; its meta
+    lists the conditions it can predict). A ``cfg.holdout_frac`` share of labelled train studies is held
+    out for the accuracy report and the confidence calibration; the saved model is trained on the
+    remaining studies (so the report is honest about that very model). ``init="shipped"`` (or a bundle
+    folder) fine-tunes from that model's weights. Returns the report dict.
     """
     cfg = cfg or LocalizerConfig()
+    init_loc, cfg = load_init(init, cfg)
     with torch_threads(cfg.num_threads):
         t0 = time.perf_counter()
         data = _TrainData.from_dataset(Path(data_dir), cfg, seed)
-        return _train_on(data, Path(out_dir), cfg, seed, time.perf_counter() - t0)
+        return _train_on(data, Path(out_dir), cfg, seed, time.perf_counter() - t0, init=init_loc,
+                         init_name=None if init is None else str(init))  # fmt: skip
 
 
-def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, t_load: float = 0.0) -> dict:
-    """Hold out, fit, evaluate and save (the body of :func:`train_localizer`)."""
+def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, t_load: float = 0.0,
+              init: Localizer | None = None, init_name: str | None = None, extra_meta: dict | None = None,
+              hold: list[int] | None = None) -> dict:  # fmt: skip
+    """Hold out (``hold``, else a random ``cfg.holdout_frac``), fit, evaluate, calibrate and save."""
     from radspine.fsutil import write_json_atomic
 
     t0 = time.perf_counter()
@@ -349,9 +526,10 @@ def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, 
     n_hold = 0
     if cfg.holdout_frac > 0 and len(ids) >= 3:  # keep at least 2 studies to train on
         n_hold = min(max(1, int(round(cfg.holdout_frac * len(ids)))), len(ids) - 2)
-    hold = sorted(int(i) for i in rng.permutation(ids)[:n_hold])
+    perm = rng.permutation(ids)
+    hold = sorted(int(i) for i in (perm[:n_hold] if hold is None else [i for i in ids if i in set(hold)]))
     train_ids = [i for i in ids if i not in set(hold)]
-    loc = data.fit(train_ids, cfg, seed)
+    loc = data.fit(train_ids, cfg, seed, init=init)
     t_fit = time.perf_counter() - t0
     report: dict = {
         "n_train_studies": len(train_ids),
@@ -360,15 +538,23 @@ def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, 
         "device": str(resolve_device(cfg.device)),
         "epochs": cfg.epochs,
         "seed": seed,
+        "init": init_name,
+        "conditions": list(loc.conditions),
         "load_seconds": round(t_load, 2),
         "train_seconds": round(t_fit, 2),
     }
     if hold:
         t1 = time.perf_counter()
+        truths = {i: data.truth[i] for i in hold}
         pred = data.predict(loc, hold)
-        report["per_condition"] = evaluate(pred, {i: data.truth[i] for i in hold})
         report["predict_seconds_per_study"] = round((time.perf_counter() - t1) / len(hold), 3)
-    loc.save(out_dir, {"report": "localizer_report.json", "train_study_ids": train_ids, "seed": seed})
+        loc.calibration = fit_calibration(pred, truths)
+        if loc.calibration:  # re-predict the held-out studies with calibrated confidences
+            pred = data.predict(loc, hold)
+        report["per_condition"] = evaluate(pred, truths)
+        report["confidence_check"] = confidence_check(pred, truths)
+    loc.save(out_dir, {"report": "localizer_report.json", "train_study_ids": train_ids, "seed": seed,
+                       "init": init_name, **(extra_meta or {})})  # fmt: skip
     write_json_atomic(out_dir / "localizer_report.json", report)
     return report
 
