@@ -267,7 +267,14 @@ class Localizer:
         ``near``, each level's peak next to its coarse point)."""
         ds, heat = scan.ds, scan.heat
         prof = heat[:, :5].reshape(len(ds), 5, -1).max(axis=2).sum(axis=1)
-        i, d = refine_argmax_1d(prof, ds)
+        sel = np.arange(len(ds))
+        if FORA[0] in self.conditions and len(ds) > 2:
+            # The canal plane lies between the two foramina: keep planes within a margin of the foramen
+            # responses' centre of symmetry (stops a bright lateral plane from passing for the midline).
+            near_mid = np.abs(ds - self._symmetry_centre(scan)) <= max(self.cfg.side_margin_mm, 2 * self.cfg.slice_step_mm)
+            sel = np.flatnonzero(near_mid) if near_mid.any() else sel
+        j, d = refine_argmax_1d(prof[sel], ds[sel])
+        i = int(sel[j])
         maps = heat[i, :5]
         rows_cols = self._ordered(maps, scan.frame.spacing) if near is None else self._masked_argmax(scan, maps, near)
         points, scores = {}, {}
@@ -275,6 +282,15 @@ class Localizer:
             row, col, val = decode_peak(maps[li], at=None if rows_cols is None else rows_cols[li])
             points[lv], scores[lv] = scan.world(d, row, col), val
         return points, scores
+
+    @staticmethod
+    def _symmetry_centre(scan: Scan) -> float:
+        """Plane offset (mm) midway between the foramen responses: their response-weighted centre (the two
+        sides being symmetric about the midline)."""
+        ds = scan.ds
+        prof = scan.heat[:, 5:].reshape(len(ds), 5, -1).max(axis=2).sum(axis=1)
+        w = np.clip(prof - np.median(prof), 0, None)
+        return float((w * ds).sum() / w.sum()) if w.sum() > 0 else float(ds.mean())
 
     def _masked_argmax(self, scan: Scan, maps: np.ndarray, near: dict[str, np.ndarray]) -> list[tuple[int, int]]:
         out = []
@@ -287,10 +303,8 @@ class Localizer:
     def _foramen_anchors(self, scan: Scan, near: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Without a canal head: levels from the foramen channels projected over all planes, on the midline
         plane (the response-weighted centre of the planes, the two sides being symmetric about it)."""
-        ds, heat = scan.ds, scan.heat
-        prof = heat[:, 5:].reshape(len(ds), 5, -1).max(axis=2).sum(axis=1)
-        w = np.clip(prof - prof.min(), 0, None)
-        d = float((w * ds).sum() / w.sum()) if w.sum() > 0 else float(ds.mean())
+        heat = scan.heat
+        d = self._symmetry_centre(scan)
         maps = heat[:, 5:].max(axis=0)
         rows_cols = self._ordered(maps, scan.frame.spacing) if near is None else self._masked_argmax(scan, maps, near)
         points, scores = {}, {}
