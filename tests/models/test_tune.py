@@ -53,7 +53,6 @@ def tuned(tmp_path_factory):
             "2",
             "--seed",
             "1",
-            "-q",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -89,6 +88,20 @@ def test_report_shows_ablations_calibration_and_beats_priors(tuned):
     assert (tuned["out"] / "plots" / "reliability_merged.png").stat().st_size > 1000
     assert (tuned["out"] / "optuna.db").is_file()
     assert "priors_only" in tuned["output"]
+    # Progress bar (not --quiet): trial number and best value so far.
+    assert "xgboost trial 2" in tuned["output"] and "best 0." in tuned["output"]
+    # Honest CV: the unbiased (outer-fold) score is the headline, beside the selection score.
+    assert rep["score"] == rep["score_unbiased"]
+    assert rep["score_selection"] == pytest.approx(abl["merged"]["after"]["score"])
+    assert rep["selection_gap"] == pytest.approx(rep["score_unbiased"] - rep["score_selection"])
+    ub = rep["unbiased"]
+    assert [f["fold"] for f in ub["folds"]] == [0, 1]
+    assert all(f["mode"] in ("per_group", "pooled") and f["calibration"] in rep["calibration"]["cv_score_by_method"]
+               for f in ub["folds"])
+    assert "Optuna" in ub["not_re_selected"][0]
+    assert ub["after"]["score"] < rep["priors_only_score"]
+    assert all(e["status"] == "modelled" for e in rep["groups"].values())
+    assert "unbiased (outer folds)" in tuned["output"]
 
 
 def test_cli_rerun_with_same_study_name_resumes(tuned):
@@ -96,8 +109,11 @@ def test_cli_rerun_with_same_study_name_resumes(tuned):
     out = root / "model_resumed"
     shutil.copytree(tuned["out"], out)  # keep the fixture's bundle untouched for the other tests
     args = ["tune", "--features", str(root / "work"), "--data", str(root / "data"), "--out", str(out)]
-    res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "2", "--seed", "1", "-q"])
+    cfg = root / "tune2.yaml"
+    cfg.write_text("trials: 2\nfolds: 2\nseed: 1\n")  # --config file instead of the flags
+    res = CliRunner().invoke(app, [*args, "--config", str(cfg), "-q"])
     assert res.exit_code == 0, res.output
+    assert "trial" not in res.output  # --quiet: no progress bar
     rep = json.loads((out / "cv_report.json").read_text())
     assert (
         rep["tuning"]["lightgbm"]["n_trials_total"] == 3 and rep["tuning"]["xgboost"]["n_trials_total"] == 3
@@ -132,6 +148,9 @@ def test_bundle_round_trip(tuned):
 
 def test_bundle_load_errors(tmp_path):
     with pytest.raises(ModelError, match="not a model bundle"):
+        Bundle.load(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps({"format": 1}))
+    with pytest.raises(ModelError, match=r"bundle format 1 was written by another radspine version .*re-run"):
         Bundle.load(tmp_path)
 
 
