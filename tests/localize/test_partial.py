@@ -130,10 +130,10 @@ def test_lower_level_axials_flag_upper_subarticular_doubtful(tmp_path):
 def test_gap_check_marks_a_far_level_doubtful(canal_only):
     loc, _, _ = canal_only
     z = {lv: np.array([0.0, 0.0, 70.0 - 33.0 * i]) for i, lv in enumerate(LEVELS)}
-    z["L5/S1"] = z["L4/L5"] - np.array([0, 0, 76.0])  # 76 mm below L4/L5, median gap 33 mm
-    scores = {lv: 0.8 for lv in LEVELS} | {"L5/S1": 0.1}
+    z[LEVELS[4]] = z[LEVELS[3]] - np.array([0, 0, 76.0])  # 76 mm below L4/L5, median gap 33 mm
+    scores = {lv: 0.8 for lv in LEVELS} | {LEVELS[4]: 0.1}
     doubts = loc._gap_doubts(z, scores)
-    assert list(doubts) == ["L5/S1"] and doubts["L5/S1"].startswith("doubtful:")
+    assert list(doubts) == [LEVELS[4]] and doubts[LEVELS[4]].startswith("doubtful:")
     assert loc._gap_doubts({lv: np.array([0, 0, -33.0 * i]) for i, lv in enumerate(LEVELS)}, scores) == {}
 
 
@@ -145,3 +145,23 @@ def test_no_labels_at_all_is_a_clear_error():
     data.samples[3] = tuple(type(s)(s.x[:0], s.peaks[:0], s.mask[:0], s.sigma[:0]) for s in data.samples[3])
     with pytest.raises(DatasetError, match="no labelled training points"):
         data.fit([3], TOY, 0)
+
+
+def test_fine_tune_from_shipped_keeps_unlabelled_heads(tmp_path):
+    """init="shipped": the sagittal net is fine-tuned on canal labels; the axial head has no labels here and
+    keeps the shipped weights, so subarticular points are still predicted (foramina are not claimed)."""
+    import json
+
+    from radspine.localize.train import load_init
+
+    init, cfg = load_init("shipped", TOY.model_copy(update={"epochs": 1}))
+    assert cfg.sag_depth == init.cfg.sag_depth and cfg.base_channels == init.cfg.base_channels
+    toys = {sid: _variant("canal", sid) for sid in TOY_IDS[:3]}
+    coords = pd.concat([t[1] for t in toys.values()])
+    data = _TrainData({sid: (lambda s=sid: toys[s][0]) for sid in toys}, coords, cfg, seed=0, source="toy")
+    _train_on(data, tmp_path, cfg, 0, init=init, init_name="shipped")
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["init"] == "shipped" and meta["conditions"] == [CANAL, *SUBS]
+    loc = Localizer.load(tmp_path)
+    assert torch.equal(loc.ax_net.state_dict()["head.weight"], init.ax_net.state_dict()["head.weight"])
+    assert not torch.equal(loc.sag_net.state_dict()["head.weight"], init.sag_net.state_dict()["head.weight"])

@@ -248,7 +248,14 @@ class Localizer:
         ``near``: coarse anchors; each level's peak is then searched within ``REFINE_RADIUS_MM`` of its coarse
         point (the fine pass refines, it does not re-decide the level order).
         """
-        return self._canal(scan, near) if self.has_canal else self._foramen_anchors(scan, near)
+        decode = self._canal if self.has_canal else self._foramen_anchors
+        free = decode(scan)
+        if near is None:
+            return free
+        # The coarse pass has the whole-FOV context, the fine pass the detail: keep whichever level assignment
+        # explains the fine heatmaps better (summed level responses), so neither pass's slip is final.
+        refined = decode(scan, near)
+        return refined if sum(refined[1].values()) >= sum(free[1].values()) else free
 
     @staticmethod
     def _near_mask(scan: Scan, near: dict[str, np.ndarray] | None, lv: str) -> np.ndarray | None:
