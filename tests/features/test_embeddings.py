@@ -431,3 +431,39 @@ def test_timm_scheduler_decays_the_learning_rate(monkeypatch) -> None:
     CnnEmbedder(tiny_cfg(epochs=3, lr=1e-2)).fit(x, y)
     assert len(seen) == 12 and seen[0] == pytest.approx(1e-2) and seen[-1] < 0.3e-2
     assert all(b <= a + 1e-12 for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_frozen_prefix_cache_is_exact_and_shared(monkeypatch) -> None:
+    import radspine.features.cnn_models as cm
+
+    _lite0_file()
+    monkeypatch.setattr(cm, "PREFIX_CACHE", cm.PrefixCache())
+    x, y, _ = tiny_data(n=24, chans=3, size=32)
+    cfg = EmbeddingConfig(image_size=32, epochs=1, batch_size=8, num_threads=1, device="cpu", pca_dims=4,
+                          freeze_stages=6)
+    a = CnnEmbedder(cfg).fit(x, y)
+    assert len(cm.PREFIX_CACHE.rows) == 24  # one activation per patch
+    z = a.transform(x)
+    # the cached path computes what the whole network computes
+    ref = CnnEmbedder(cfg.model_copy(update={"cache_frozen": False}))
+    ref.__dict__.update({k: v for k, v in a.__dict__.items() if k not in ("cfg", "_split")})
+    assert np.allclose(ref.transform(x), z, atol=1e-5)
+    # a fold network on a subset reuses the activations: the prefix never runs again
+    calls, gets = [], []
+    real_get = cm.PrefixCache.get
+
+    def spy(self, key, prefix, xs, prepare, bs):
+        gets.append(xs.shape[0])
+        handle = prefix.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            return real_get(self, key, prefix, xs, prepare, bs)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(cm.PrefixCache, "get", spy)
+    CnnEmbedder(cfg).fit(x[:16], y[:16], seed=3).transform(x[16:])
+    assert calls == [] and len(cm.PREFIX_CACHE.rows) == 24 and gets[0] == 16
+    # random init is never cached (each seed's prefix is a different function)
+    n_gets = len(gets)
+    CnnEmbedder(cfg.model_copy(update={"pretrained": "none"})).fit(x, y)
+    assert len(gets) == n_gets

@@ -286,3 +286,73 @@ def freeze_stages(model: nn.Module, n: int) -> list[nn.Module]:
         for p in mod.parameters():
             p.requires_grad_(False)
     return frozen
+
+
+def split_frozen(model: nn.Module, n: int) -> tuple[nn.Module, Any]:
+    """``(prefix, rest)`` of a model whose stem + first ``n`` stages are frozen.
+
+    ``prefix(x)`` = stem + stages[:n] (a module; run it in eval mode); ``rest(h)`` = the remaining stages
+    and the final feature layers, so ``model.forward_head(rest(prefix(x)))`` equals ``model(x)``.
+
+    Raises:
+        ConfigError: unsupported layout or too many stages (as :func:`freeze_stages`).
+    """
+    if hasattr(model, "blocks") and hasattr(model, "conv_stem"):
+        stages = list(model.blocks)
+        if n > len(stages):
+            raise ConfigError(f"embeddings.freeze_stages={n} but the backbone has {len(stages)} stages")
+        prefix = nn.Sequential(model.conv_stem, model.bn1, *stages[:n])
+
+        def rest(h: torch.Tensor) -> torch.Tensor:
+            for stage in stages[n:]:
+                h = stage(h)
+            return model.bn2(model.conv_head(h))
+
+        return prefix, rest
+    if hasattr(model, "layer1") and hasattr(model, "conv1"):
+        layers = [getattr(model, f"layer{i}") for i in range(1, 5) if hasattr(model, f"layer{i}")]
+        if n > len(layers):
+            raise ConfigError(f"embeddings.freeze_stages={n} but the backbone has {len(layers)} stages")
+        prefix = nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool, *layers[:n])
+
+        def rest(h: torch.Tensor) -> torch.Tensor:
+            for layer in layers[n:]:
+                h = layer(h)
+            return h
+
+        return prefix, rest
+    raise ConfigError(f"embeddings.freeze_stages: unsupported backbone layout {type(model).__name__}")
+
+
+class PrefixCache:
+    """Activations of a frozen pretrained prefix, per patch (keyed by the patch's bytes).
+
+    A frozen prefix with pretrained weights is the same function in every network of an OOF run (4 per
+    family), so its output is computed once per patch and reused by every fit and embedding pass. Only
+    one prefix identity (weights sha256, architecture, cut, input size, normalisation) is held at a time;
+    a new identity clears the cache.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.rows: dict[bytes, torch.Tensor] = {}
+
+    def get(self, key: tuple, prefix: nn.Module, xs: torch.Tensor, prepare: Any, batch_size: int) -> torch.Tensor:
+        """Prefix activations (CPU) of every row of ``xs`` (a CPU batch at the input size)."""
+        import hashlib
+
+        if key != self.key:
+            self.key, self.rows = key, {}
+        digests = [hashlib.blake2b(r.numpy().tobytes(), digest_size=16).digest() for r in xs]
+        todo = [i for i, d in enumerate(digests) if d not in self.rows]
+        prefix.eval()
+        with torch.no_grad():
+            for s in range(0, len(todo), batch_size):
+                idx = todo[s : s + batch_size]
+                h = prefix(prepare(xs[idx])).float().cpu().contiguous()
+                for i, hi in zip(idx, h, strict=True):
+                    self.rows[digests[i]] = hi
+        return torch.stack([self.rows[d] for d in digests]) if digests else torch.zeros(0)
+
+
+PREFIX_CACHE = PrefixCache()

@@ -63,9 +63,10 @@ class EmbeddingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Default: ImageNet-pretrained EfficientNet-Lite0 (packaged file, never downloaded). On real RSNA
-    # Sagittal-T1 crops it reached 0.59x the prior vs 0.71x from random init; the CPU cost is held down by
-    # 64 px (the patches' native 0.75 mm grid, no resampling), frozen early stages and 2 epochs
-    # (benchmarks/embed_bench.py, issue 12 report).
+    # Sagittal-T1 crops it reached 0.59x the prior vs 0.71x from random init. CPU cost on 2 cores
+    # (benchmarks/embed_bench.py, issue 12 report): fine-tuning from stage 3 on ~70-160 CPU-ms per patch
+    # and epoch, from stage 6 (last stage + head) ~16-24 ms, and the frozen prefix is computed once per
+    # patch for all OOF networks (cache_frozen). 64 px = the patches' native 0.75 mm grid (no resampling).
     backbone: str = Field("efficientnet_lite0", description="timm model name; created with pretrained=False")
     backbone_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra timm.create_model kwargs ({} = the stock architecture)"
@@ -77,7 +78,12 @@ class EmbeddingConfig(BaseModel):
     )
     weights_path: Path | None = Field(None, description="local timm state dict; nothing is ever downloaded")
     freeze_stages: int = Field(
-        3, ge=0, description="stem + this many leading backbone stages frozen (BN in eval mode); 0 = fine-tune all"
+        6, ge=0, description="stem + this many leading backbone stages frozen (BN in eval mode); 0 = fine-tune all"
+    )
+    cache_frozen: bool = Field(
+        True,
+        description="compute the frozen prefix's activations once per patch and share them across the OOF "
+        "networks (pretrained prefix only); training then sees un-augmented patches",
     )
     image_size: int | None = Field(64, ge=16, description="resize patches to this square size; None = as given")
     epochs: int = Field(2, ge=1)
@@ -301,6 +307,34 @@ class CnnEmbedder:
         xb = (xb - c) / s
         return xb.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else xb
 
+    def _to_device_raw(self, hb: Any) -> Any:
+        import torch
+
+        hb = hb.to(self.device_, non_blocking=True)
+        return hb.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else hb
+
+    def _prefix_split(self) -> Any:
+        """``(prefix, rest)`` when the frozen prefix's activations are cached, else None."""
+        from radspine.features.cnn_models import split_frozen
+
+        cfg = self.cfg
+        if not (cfg.cache_frozen and cfg.freeze_stages > 0 and self.weights_.get("sha256")):
+            return None
+        if not hasattr(self, "_split"):
+            self._split = split_frozen(self.model_, cfg.freeze_stages)
+        return self._split
+
+    def _prefix_acts(self, xr: Any) -> Any:
+        """Frozen-prefix activations (CPU) of resized patches, from the shared per-patch cache."""
+        from radspine.features.cnn_models import PREFIX_CACHE
+
+        cfg = self.cfg
+        key = (cfg.backbone, json.dumps(cfg.backbone_kwargs, sort_keys=True), self.weights_["sha256"],
+               self.in_chans_, cfg.freeze_stages, tuple(self.input_size_), tuple(self._norm), cfg.channels_last,
+               str(self.device_), cfg.amp)
+        bs = cfg.infer_batch_size or cfg.batch_size * (8 if self.device_.type == "cuda" else 2)
+        return PREFIX_CACHE.get(key, self._prefix_split()[0], xr, self._to_device, bs)
+
     def _loader(self, ds: Any, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False) -> Any:
         import torch
 
@@ -326,8 +360,17 @@ class CnnEmbedder:
         n = x.shape[0]
         bs = min(cfg.batch_size, n)
         frozen = freeze_stages(model, cfg.freeze_stages)
-        ds = _Patches(x, torch.from_numpy(y), torch.from_numpy(w.astype(np.float32)),
-                      augmentation(cfg.augment, self.input_size_))
+        yt, wt = torch.from_numpy(y), torch.from_numpy(w.astype(np.float32))
+        cached = self._prefix_split()
+        if cached is not None:
+            # Frozen pretrained prefix: train the rest on its cached activations (no input augmentation).
+            h = self._prefix_acts(x)
+            ds, to_dev = _Patches(h, yt, wt), self._to_device_raw
+
+            def forward(xb: Any) -> Any:
+                return model.forward_head(cached[1](xb))
+        else:
+            ds, to_dev, forward = _Patches(x, yt, wt, augmentation(cfg.augment, self.input_size_)), self._to_device, model
         # BatchNorm cannot train on a batch of one: drop a trailing single-row batch.
         loader = self._loader(ds, bs, shuffle=True, seed=seed, drop_last=n % bs == 1)
         opt = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -347,10 +390,10 @@ class CnnEmbedder:
                 mod.eval()  # frozen stages keep their (ImageNet) BN statistics
             total, total_w = 0.0, 0.0
             for xb, yb, wb in loader:
-                xb = self._to_device(xb)
+                xb = to_dev(xb)
                 yb, wb = yb.to(self.device_, non_blocking=True), wb.to(self.device_, non_blocking=True)
                 with torch.autocast(self.device_.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits = model(xb)
+                    logits = forward(xb)
                 # The metric's weighted log loss: each row weighs class_w[grade] × its sample weight.
                 rw = class_w[yb] * wb
                 loss_sum = (F.cross_entropy(logits.float(), yb, reduction="none") * rw).sum()
@@ -402,13 +445,18 @@ class CnnEmbedder:
         model.eval()
         bs = self.cfg.infer_batch_size or self.cfg.batch_size * (8 if self.device_.type == "cuda" else 2)
         zeros = torch.zeros(xr.shape[0])
-        loader = self._loader(_Patches(xr, zeros, zeros), bs, shuffle=False, seed=0)
+        cached = self._prefix_split()
+        if cached is not None:
+            src, to_dev, features = self._prefix_acts(xr), self._to_device_raw, cached[1]
+        else:
+            src, to_dev, features = xr, self._to_device, model.forward_features
+        loader = self._loader(_Patches(src, zeros, zeros), bs, shuffle=False, seed=0)
         amp = _amp_dtype(self.cfg.amp, self.device_)
         feats, probs = [], []
         with torch.no_grad():
             for xb, _, _ in loader:
                 with torch.autocast(self.device_.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    fmap = model.forward_features(self._to_device(xb))
+                    fmap = features(to_dev(xb))
                     pooled = model.forward_head(fmap, pre_logits=True)
                     logits = model.forward_head(fmap)
                 feats.append(pooled.float().cpu().numpy())
