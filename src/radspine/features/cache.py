@@ -20,6 +20,10 @@ def _cache_paths(cache_dir: Path, study_id: int) -> tuple[Path, Path]:
     return cache_dir / f"{study_id}.parquet", cache_dir / f"{study_id}.npz"
 
 
+def _points_path(cache_dir: Path, study_id: int) -> Path:
+    return cache_dir / f"{study_id}.points.parquet"
+
+
 def is_cached(cache_dir: Path, study_id: int) -> bool:
     """Whether a complete cache entry exists (cheap: no file is read)."""
     pq, npz = _cache_paths(cache_dir, study_id)
@@ -30,9 +34,12 @@ def save_cached(cache_dir: Path, sf: StudyFeatures, study_id: int) -> None:
     """Store one study's result; the npz is written last so its presence marks a complete entry."""
     pq, npz = _cache_paths(cache_dir, study_id)
     write_parquet_atomic(sf.rows, pq)
+    if sf.points is not None:
+        write_parquet_atomic(sf.points, _points_path(cache_dir, study_id))
     arrays = {f"patch_{k}": v for k, v in sf.patches.items()}
     arrays.update({f"ids_{k}": np.array(v, dtype=str) for k, v in sf.patch_row_ids.items()})
     arrays["problems"] = np.array(sf.problems, dtype=str)
+    arrays["timings"] = np.array([[k, v] for k, v in sf.timings.items()], dtype=str).reshape(-1, 2)
     with atomic_path(npz) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -50,9 +57,13 @@ def load_cached(cache_dir: Path, study_id: int, *, patches: bool = True) -> Stud
             arrs = {k[6:]: z[k] for k in z.files if k.startswith("patch_")} if patches else {}
             ids = {k[4:]: [str(s) for s in z[k]] for k in z.files if k.startswith("ids_")}
             problems = [str(s) for s in z["problems"]]
+            timings = {str(k): float(v) for k, v in z["timings"]} if "timings" in z.files else {}
+        pp = _points_path(cache_dir, study_id)
+        points = pd.read_parquet(pp) if pp.is_file() else None
     except (OSError, ValueError, KeyError):
         return None
-    return StudyFeatures(rows=rows, patches=arrs, patch_row_ids=ids, problems=problems)
+    return StudyFeatures(rows=rows, patches=arrs, patch_row_ids=ids, problems=problems, points=points,
+                         timings=timings)
 
 
 def load_cached_patches(cache_dir: Path, study_id: int, family: str) -> np.ndarray | None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from radspine.errors import RadspineError
 from radspine.features.embeddings import EmbeddingConfig
+from radspine.features.morphometry import MorphometryConfig
 from radspine.patches import PatchConfig
 from radspine.resources import config_dir
 
@@ -31,6 +32,8 @@ class RadiomicsSettings(BaseModel):
     enabled: bool = True
     sagittal: str = Field("sagittal_2d.yaml", description="params for sagittal patches (name in configs/radiomics or a path)")
     axial: str = Field("axial_2d.yaml", description="params for axial patches")
+    masks: str = Field("mask_2d.yaml", description="params for the structure-mask ROIs (dural sac, foramen, recess)")
+    mask_rois: bool = Field(True, description="also compute radiomics (shape + texture) on the structure masks")
 
 
 class FeaturesConfig(BaseModel):
@@ -45,6 +48,7 @@ class FeaturesConfig(BaseModel):
     cnn_enabled: bool = True
     cnn_folds: int = Field(3, ge=2, description="study folds for out-of-fold CNN embeddings; tune reuses them")
     embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    morphometry: MorphometryConfig = Field(default_factory=MorphometryConfig)
     context_cnn_dims: int = Field(4, ge=0, description="CNN dims copied into neighbour/side context columns")
     max_plane_distance_mm: float = Field(
         8.0, gt=0, description="an axial patch needs a slice within this distance of the point"
@@ -73,7 +77,8 @@ def config_hash(cfg: FeaturesConfig) -> str:
     payload.pop("cnn_folds", None)  # fold count changes which network embeds a row, not what test rows get
     if cfg.radiomics.enabled:
         payload["radiomics_params"] = {
-            k: radiomics_params_path(getattr(cfg.radiomics, k)).read_text() for k in ("sagittal", "axial")
+            k: radiomics_params_path(getattr(cfg.radiomics, k)).read_text()
+            for k in ("sagittal", "axial", *(("masks",) if cfg.radiomics.mask_rois else ()))
         }
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -21,7 +21,7 @@ from radspine.errors import DatasetError, RadspineError
 from radspine.features.cache import CachedJob, is_cached, load_cached
 from radspine.features.config import CNN_FAMILIES, FeaturesConfig, config_hash
 from radspine.features.schema import FOLD_COLUMN, feature_columns, write_table
-from radspine.features.study import StudyFeatures, StudyJob
+from radspine.features.study import Locate, StudyFeatures, StudyJob
 from radspine.fsutil import write_json_atomic
 from radspine.points import SCHEMA_COLUMNS, attach_detail_flags, points_hash, read_points_csv
 
@@ -41,8 +41,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _points_for(ds, split: str, points: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def _points_for(ds, split: str, points: str | Path | pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
     """The points to grade at, with a ``flag`` column ("" = usable; see :func:`radspine.points.is_unusable`)."""
+    if points is None:
+        return pd.DataFrame(columns=[*SCHEMA_COLUMNS, "flag"]), "none"
     if isinstance(points, pd.DataFrame):
         pts = points.copy()
         if "flag" not in pts:
@@ -84,13 +86,16 @@ def extract_features(
     split: str,
     out: str | Path,
     *,
-    points: str | Path | pd.DataFrame = "labels",
+    points: str | Path | pd.DataFrame | None = "labels",
     cfg: FeaturesConfig | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     overwrite: bool = False,
     embedders_dir: str | Path | None = None,
     quiet: bool = True,
+    locate: Locate | None = None,
+    locate_id: str = "",
+    points_out: str | Path | None = None,
 ) -> dict:
     """Build ``OUT/features.parquet`` (25 rows per study) and ``OUT/meta.json`` for one split.
 
@@ -104,6 +109,10 @@ def extract_features(
         workers / scheduler: see :func:`radspine.parallel.map_items`.
         overwrite: recompute everything instead of refusing an existing output / resuming the cache.
         embedders_dir: trained CNN embedders for the test split (default ``OUT/embedders``).
+        locate: localise studies that have no given points from their own decoded volumes (predict:
+            a bound ``Localizer.predict_volumes``); ``locate_id`` names that localizer in the cache key.
+        points_out: with ``locate``, write every point graded at (given and located) here in the points
+            CSV format (+ ``_detail.csv``).
 
     Returns:
         The meta dict written to ``meta.json``: config_hash, split, points (+ points_hash), versions,
@@ -136,7 +145,7 @@ def extract_features(
         raise RadspineError(f"{target} exists; pass --overwrite to recompute")
     pts, points_source = _points_for(ds, split, points)
     by_study = {int(s): g.reset_index(drop=True) for s, g in pts.groupby("study_id")}
-    if not any(st.study_id in by_study for st in studies):
+    if locate is None and not any(st.study_id in by_study for st in studies):
         raise RadspineError(f"{points_source}: no points for any study of the {split} split")
     emb_dir = Path(embedders_dir) if embedders_dir else out / "embedders"
     if cfg.cnn_enabled and split == "test":
@@ -146,7 +155,7 @@ def extract_features(
     chash = config_hash(cfg)
     # The points are part of a cached entry's identity too: other points (labels vs a localizer CSV)
     # must never reuse patches cut at the old ones.
-    pkey = points_hash(pts)
+    pkey = points_hash(pts) + (f"-loc{locate_id}" if locate is not None else "")
     cache_dir = out / "cache" / chash / f"{split}-{pkey}"
     if overwrite and cache_dir.exists():
         import shutil
@@ -156,7 +165,7 @@ def extract_features(
     todo = [(st, by_study.get(st.study_id)) for st in studies if not is_cached(cache_dir, st.study_id)]
     log.info("%s: %d studies, %d cached, %d to extract", split, len(studies), len(studies) - len(todo), len(todo))
     t_map = time.perf_counter()
-    job = CachedJob(StudyJob(cfg, split), cache_dir)
+    job = CachedJob(StudyJob(cfg, split, locate=locate), cache_dir)
     outcomes = map_items(job, todo, key=lambda it: it[0].study_id, workers=workers, scheduler=scheduler,
                          desc=f"extract {split}", quiet=quiet)
     errors = {int(oc.key): oc.error for oc in outcomes if not oc.ok}
@@ -221,6 +230,50 @@ def extract_features(
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_studies": round(t_map, 2),
         "seconds_cnn": round(t_cnn, 2),
+        # Summed over this run's studies (worker CPU seconds, not wall): where the per-study time goes.
+        "profile_s": _profile(results, {int(it[0].study_id) for it in todo}, t_cnn),
     }
+    if locate is not None and points_out is not None:
+        meta["points_csv"] = str(_write_graded_points(studies, results, by_study, points_out))
     write_json_atomic(out / "meta.json", meta)
     return meta
+
+
+def _profile(results: dict[int, StudyFeatures], extracted: set[int], t_cnn: float) -> dict[str, float]:
+    prof: dict[str, float] = {}
+    for sid, sf in results.items():
+        if sid in extracted:
+            for k, v in sf.timings.items():
+                prof[k] = prof.get(k, 0.0) + float(v)
+    prof["cnn"] = t_cnn
+    return {k: round(v, 2) for k, v in prof.items()}
+
+
+def _write_graded_points(studies, results: dict[int, StudyFeatures], given: dict[int, pd.DataFrame],
+                         path: str | Path) -> Path:  # fmt: skip
+    """Every study's 25 points as graded (located, given, or a failure row) in the points CSV format."""
+    from radspine.constants import CONDITION_NAMES, CONDITIONS, LEVEL_NAMES, LEVELS
+    from radspine.points import DETAIL_COLUMNS, write_points
+
+    frames = []
+    for st in studies:
+        sid = int(st.study_id)
+        sf = results.get(sid)
+        if sid in given:
+            g = given[sid].assign(condition=given[sid]["condition"].map(lambda c: CONDITION_NAMES.get(c, c)),
+                                  level=given[sid]["level"].map(lambda v: LEVEL_NAMES.get(v, v)))  # fmt: skip
+            g = g.assign(world_x=np.nan, world_y=np.nan, world_z=np.nan,
+                         flag=g["flag"].where(g["flag"].astype(bool), "given"))  # fmt: skip
+            frames.append(g[list(DETAIL_COLUMNS)])
+        elif sf is not None and sf.points is not None:
+            frames.append(sf.points)
+        else:
+            why = "failed: study could not be read"
+            frames.append(pd.DataFrame([{"study_id": sid, "series_id": -1, "instance_number": -1,
+                                         "condition": CONDITION_NAMES[c], "level": LEVEL_NAMES[lv], "x": np.nan,
+                                         "y": np.nan, "world_x": np.nan, "world_y": np.nan, "world_z": np.nan,
+                                         "flag": why} for c in CONDITIONS for lv in LEVELS]))  # fmt: skip
+    allp = pd.concat(frames, ignore_index=True)
+    allp = allp.astype({"study_id": "int64", "series_id": "int64", "instance_number": "int64"})
+    write_points(allp, path)
+    return Path(path)
