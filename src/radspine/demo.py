@@ -1,12 +1,11 @@
 """`radspine demo`: the whole pipeline on the embedded phantom, scored on studies it never saw.
 
-synth (train + held-out test) → train-localizer → extract-features → tune → predict → score.
+synth (train + held-out test) → train-localizer → extract-features → tune → predict → score → reports.
 Every artifact stays in the output folder for the user to look at.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -32,19 +31,21 @@ class DemoOptions:
     localizer_epochs: int | None = None
     cnn_epochs: int | None = None
     ablations: bool = True
+    reports: bool = True
     quiet: bool = True
 
 
 def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
-    """Run the demo into ``out`` and return (and write ``out/demo_summary.json``) its summary."""
+    """Run the demo into ``out`` and return (and write ``out/demo_summary.json``) its summary.
+
+    The training and prediction sequence is :mod:`radspine.pipeline`'s (the CLI's own); the demo adds the
+    phantom, the held-out score and the per-study reports (``out/report/index.html``).
+    """
+    from radspine import pipeline
     from radspine.config import load_config
-    from radspine.features.extract import extract_features
     from radspine.io.dataset import Dataset
-    from radspine.localize.train import train_localizer
     from radspine.metrics import priors_predictions, priors_table, score
-    from radspine.models.bundle import package_features
-    from radspine.models.tune import TuneOptions, tune
-    from radspine.predict import predict
+    from radspine.models.tune import TuneOptions
     from radspine.synth import make_dataset
 
     opts = opts or DemoOptions()
@@ -52,63 +53,60 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     data, model, work = out / "data", out / "model", out / "work"
     timings: dict[str, float] = {}
 
-    def step(name: str):
-        log.info("demo: %s", name)
-        timings[name] = time.perf_counter()
-
-    def done(name: str) -> None:
-        timings[name] = round(time.perf_counter() - timings[name], 1)
-
-    step("synth")
+    t = time.perf_counter()
     if not (data / "test_solution.csv").is_file():
         make_dataset(data, opts.train_studies, opts.test_studies, seed=opts.seed, size=opts.size)
-    done("synth")
+    timings["synth"] = round(time.perf_counter() - t, 1)
 
-    step("train_localizer")
-    lcfg = load_config().localizer
+    cfg = load_config()
     if opts.localizer_epochs is not None:
-        lcfg = lcfg.model_copy(update={"epochs": opts.localizer_epochs})
-    loc_report = train_localizer(data, model / "localizer", lcfg, seed=opts.seed)
-    done("train_localizer")
-
-    step("extract_features")
-    cfg = load_config().features
+        cfg.localizer = cfg.localizer.model_copy(update={"epochs": opts.localizer_epochs})
+    emb = cfg.features.embeddings
     if opts.cnn_epochs is not None:
-        cfg = cfg.model_copy(update={"embeddings": cfg.embeddings.model_copy(update={"epochs": opts.cnn_epochs})})
-    extract_features(data, "train", work / "train", cfg=cfg, workers=opts.workers, overwrite=True, quiet=opts.quiet)
-    done("extract_features")
+        emb = emb.model_copy(update={"epochs": opts.cnn_epochs})
+    # PCA needs at least as many training patches per fold as dimensions: a tiny demo (a handful of
+    # studies) gets fewer CNN dims instead of an error.
+    max_dims = max(1, int(opts.train_studies * 5 * (cfg.features.cnn_folds - 1) / cfg.features.cnn_folds) - 1)
+    if emb.pca_dims and emb.pca_dims > max_dims:
+        log.info("demo: %d training studies → CNN pca_dims %d (was %d)", opts.train_studies, max_dims, emb.pca_dims)
+        emb = emb.model_copy(update={"pca_dims": max_dims})
+    cfg.features = cfg.features.model_copy(update={"embeddings": emb})
 
-    step("tune")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    table = pd.read_parquet(work / "train" / "features.parquet")
-    meta = json.loads((work / "train" / "meta.json").read_text())
-    labels = Dataset.open(data).labels_long()
-    cv = tune(table, labels, model, meta, TuneOptions(trials=opts.trials, seed=opts.seed, ablations=opts.ablations, plots=True))
-    package_features(work / "train", model)
-    done("tune")
+    trained = pipeline.train(
+        data, model, work / "train", config=cfg, workers=opts.workers, seed=opts.seed, quiet=opts.quiet,
+        tune_options=TuneOptions(trials=opts.trials, seed=opts.seed, ablations=opts.ablations, plots=True),
+    )
+    timings.update(trained["seconds"])
 
-    step("predict")
-    pred = predict(data, model, out / "submission.csv", points_out=out / "points.csv",
-                   work_dir=work / "test", workers=opts.workers, quiet=opts.quiet)
-    done("predict")
+    t = time.perf_counter()
+    pred = pipeline.predict(data, model, out / "submission.csv", points_out=out / "points.csv",
+                            work_dir=work / "test", workers=opts.workers, quiet=opts.quiet,
+                            report_dir=out / "report" if opts.reports else None)  # fmt: skip
+    timings["predict"] = round(time.perf_counter() - t, 1)
 
-    step("score")
+    t = time.perf_counter()
     solution = pd.read_csv(data / "test_solution.csv")
     sub = pd.read_csv(out / "submission.csv")
     ours = score(solution, sub)
+    labels = Dataset.open(data).labels_long()
     priors = priors_predictions(priors_table(labels), sub["row_id"])
     base = score(solution, priors)
-    done("score")
+    timings["score"] = round(time.perf_counter() - t, 1)
 
+    cv = trained["cv"]
     summary = {
         "test_studies": opts.test_studies,
         "train_studies": opts.train_studies,
         "score": {"radspine": ours.as_dict(), "priors_only": base.as_dict()},
         "cv": {k: v.get("after", v) for k, v in cv.get("ablations", {}).items()},
-        "localizer": loc_report,
+        "cv_score_unbiased": cv.get("score_unbiased"),
+        "cv_score_selection": cv.get("score_selection"),
+        "localizer": trained.get("localizer", {}),
         "predict": pred,
+        "reports": pred.get("reports"),
         "seconds": timings,
         "options": asdict(opts),
     }
@@ -144,4 +142,7 @@ def format_summary(summary: dict) -> str:
     order = ("synth", "train_localizer", "extract_features", "tune", "predict", "score")
     secs = summary["seconds"]
     lines.append("seconds: " + ", ".join(f"{k} {secs[k]}" for k in order if k in secs))
+    rep = summary.get("reports")
+    if rep:
+        lines.append(f"reports: {rep['n']} studies → {rep['index']} (one PNG per study beside it)")
     return "\n".join(lines)

@@ -82,58 +82,23 @@ def test_inspect_dicom_without_usable_series_exits_1(hospital, tmp_path):
 # ---------------------------------------------------------------- predict wiring (fake predict)
 
 
-def _fake_predict(calls: list, *, with_new_args: bool):
-    def write(data_dir, model_dir, out_csv, **kw):
+def _fake_predict(calls: list):
+    def predict(data_dir, model_dir, out_csv, **kw):
         calls.append({"data_dir": Path(data_dir), **kw})
         from radspine.io.dataset import Dataset
 
         ids = [s.study_id for s in Dataset.open(data_dir).studies("test")]
-        out_csv = Path(out_csv)
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        out_csv.write_text("row_id,normal_mild,moderate,severe\n")
-        pd.DataFrame({"row_id": [f"{i}_x" for i in ids], "study_id": ids, "severe": ["0.123456"] * len(ids)}).to_csv(
-            out_csv.parent / "predictions.csv", index=False)
+        Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
         return {"rows": 25 * len(ids), "studies": len(ids), "rows_from_priors": 0, "skipped": {}, "seconds": 0.0}
 
-    if with_new_args:
-        def predict(data_dir, model_dir, out_csv, *, split="test", points_out=None, localizer_dir=None,
-                    work_dir=None, workers=None, scheduler=None, quiet=True, study_uids=None, points=None):
-            return write(data_dir, model_dir, out_csv, split=split, work_dir=work_dir, study_uids=study_uids,
-                         points=points)
-    else:
-        def predict(data_dir, model_dir, out_csv, *, split="test", points_out=None, localizer_dir=None,
-                    work_dir=None, workers=None, scheduler=None, quiet=True):
-            return write(data_dir, model_dir, out_csv, split=split, work_dir=work_dir)
     return predict
 
 
-def test_predict_dicom_adds_study_uid_column_when_predict_cannot(hospital, tmp_path, monkeypatch):
-    import radspine.predict
+def test_predict_passes_study_uids_and_points(hospital, tmp_path, monkeypatch):
+    import radspine.pipeline
 
     calls: list = []
-    monkeypatch.setattr(radspine.predict, "predict", _fake_predict(calls, with_new_args=False))
-    out = tmp_path / "run" / "submission.csv"
-    res = runner.invoke(app, ["predict", "--dicom", str(hospital["root"]), "--model", "m", "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    (call,) = calls
-    assert call["data_dir"] == tmp_path / "run" / "predict_work" / "dicom_view"
-    pred = pd.read_csv(out.parent / "predictions.csv", dtype=str)
-    assert list(pred.columns) == ["row_id", "study_id", "study_uid", "severe"]
-    uids = pd.read_csv(call["data_dir"] / "study_uids.csv", dtype=str).set_index("study_id")["study_uid"]
-    assert (pred["study_uid"] == pred["study_id"].map(uids)).all()
-    assert sorted(pred["study_uid"]) == sorted(hospital["study_uids"])
-    assert (pred["severe"] == "0.123456").all()  # probabilities keep their exact text
-    # --points needs a predict() that accepts it.
-    res = runner.invoke(app, ["predict", "--dicom", str(hospital["root"]), "--model", "m", "--out", str(out),
-                              "--points", str(tmp_path / "p.csv")])
-    assert res.exit_code == 2 and "--points" in res.stderr
-
-
-def test_predict_passes_study_uids_and_points_when_supported(hospital, tmp_path, monkeypatch):
-    import radspine.predict
-
-    calls: list = []
-    monkeypatch.setattr(radspine.predict, "predict", _fake_predict(calls, with_new_args=True))
+    monkeypatch.setattr(radspine.pipeline, "predict", _fake_predict(calls))
     out = tmp_path / "submission.csv"
     pts = tmp_path / "points.csv"
     res = runner.invoke(app, ["predict", "--dicom", str(hospital["root"]), "--model", "m", "--out", str(out),
@@ -143,8 +108,8 @@ def test_predict_passes_study_uids_and_points_when_supported(hospital, tmp_path,
     assert call["points"] == pts
     assert sorted(call["study_uids"].values()) == sorted(hospital["study_uids"])
     assert call["data_dir"] == tmp_path / "w" / "dicom_view"
-    # predict() owns the column in this case: the CLI leaves predictions.csv alone.
-    assert "study_uid" not in pd.read_csv(tmp_path / "predictions.csv").columns
+    uids = pd.read_csv(call["data_dir"] / "study_uids.csv", dtype={"study_uid": str}).set_index("study_id")["study_uid"]
+    assert call["study_uids"] == uids.to_dict()
 
 
 # ---------------------------------------------------------------- end to end with the demo model

@@ -13,12 +13,14 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for every artifact of the demo."),
-        train_studies: int = typer.Option(60, "--train-studies", min=4),
+        train_studies: int = typer.Option(60, "--train-studies", min=6,
+                                          help="Phantom training studies (>= 6: 3 CV folds of 2)."),
         test_studies: int = typer.Option(20, "--test-studies", min=1),
         size: int = typer.Option(128, "--size", min=48, help="Phantom image size (px)."),
         trials: int = typer.Option(8, "--trials", min=1, help="Optuna trials."),
         seed: int = typer.Option(0, "--seed"),
         workers: int | None = typer.Option(None, "--workers", help="Local processes (default: cores)."),
+        reports: bool = typer.Option(True, "--reports/--no-reports", help="Render the per-study reports."),
         quiet: bool = typer.Option(False, "--quiet", help="Logs only, no progress bars."),
     ) -> None:
         """Phantom end to end: synth → train-localizer → extract-features → tune → predict → score."""
@@ -28,6 +30,6 @@ def register(app: typer.Typer) -> None:
 
             summary = run_demo(out, DemoOptions(train_studies=train_studies, test_studies=test_studies,
                                                 size=size, trials=trials, seed=seed, workers=workers,
-                                                quiet=quiet))
+                                                reports=reports, quiet=quiet))
             typer.echo(format_summary(summary))
             typer.echo(f"artifacts in {out}")
