@@ -46,6 +46,6 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     out = tmp_path_factory.mktemp("demo")
     summary = run_demo(out, DemoOptions(train_studies=DEMO_TRAIN, test_studies=DEMO_TEST, size=96, trials=2,
-                                        seed=0, workers=1, ablations=False))
+                                        seed=0, workers=1, ablations=False, reports=True))
     summary["out"] = str(out)
     return summary

@@ -113,3 +113,77 @@ def test_predict_refuses_other_feature_config(demo_run: dict, tmp_path: Path) ->
     with pytest.raises(ModelError, match="feature config hash"):
         predict(Path(demo_run["out"]) / "data", model, tmp_path / "s.csv", workers=1)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_demo_leaves_its_reports(demo_run: dict) -> None:
+    root = Path(demo_run["out"])
+    ids = _test_ids(root)
+    assert (root / "report" / "index.html").is_file()
+    pngs = sorted((root / "report").glob("*.png"))
+    assert len(pngs) == len(ids) and all(p.stat().st_size > 10_000 for p in pngs)
+    assert demo_run["reports"]["n"] == len(ids)
+
+
+def test_predictions_carry_named_measurements(demo_run: dict) -> None:
+    details = pd.read_csv(Path(demo_run["out"]) / "predictions.csv")
+    names = ["dural_sac_area_mm2", "canal_ap_mm", "foramen_area_mm2", "foramen_height_mm", "recess_depth_mm",
+             "disc_height_mm"]
+    assert set(names) <= set(details.columns)
+    spinal = details[details["group"] == "spinal"]
+    fora = details[details["group"] == "foraminal"]
+    # Each measurement only on its own condition's rows; measured on most of them on the clean phantom.
+    assert spinal["foramen_area_mm2"].isna().all() and fora["dural_sac_area_mm2"].isna().all()
+    assert spinal["dural_sac_area_mm2"].notna().mean() > 0.5 and fora["foramen_area_mm2"].notna().mean() > 0.5
+    assert (spinal["dural_sac_area_mm2"].dropna() > 0).all()
+
+
+def _points_copy(demo_run: dict, dst: Path) -> tuple[Path, pd.DataFrame]:
+    src = Path(demo_run["out"]) / "points.csv"
+    pts = pd.read_csv(src)
+    dst.mkdir(parents=True, exist_ok=True)
+    pts.to_csv(dst / "points.csv", index=False)
+    return dst / "points.csv", pts
+
+
+def test_predict_grades_at_given_points(demo_run: dict, tmp_path: Path) -> None:
+    """`predict --points` skips the localizer for those studies: moving one point changes its features."""
+    from radspine.predict import predict
+
+    root = Path(demo_run["out"])
+    path, pts = _points_copy(demo_run, tmp_path / "given")
+    sid = int(pts["study_id"].iloc[0])
+    row = pts.index[(pts["study_id"] == sid) & (pts["condition"] == "Spinal Canal Stenosis") & (pts["level"] == "L3/L4")][0]
+    predict(root / "data", root / "model", tmp_path / "a" / "submission.csv", points=path, workers=1)
+    moved = pts.copy()
+    moved.loc[row, "y"] = moved.loc[row, "y"] + 12.0  # a person moved it in a viewer
+    moved.to_csv(path, index=False)
+    predict(root / "data", root / "model", tmp_path / "b" / "submission.csv", points=path, workers=1)
+    fa = pd.read_parquet(tmp_path / "a" / "predict_work" / "features" / "features.parquet").set_index("row_id")
+    fb = pd.read_parquet(tmp_path / "b" / "predict_work" / "features" / "features.parquet").set_index("row_id")
+    rid = f"{sid}_spinal_canal_stenosis_l3_l4"
+    rad = [c for c in fa.columns if c.startswith("rad_sagt2_original_firstorder")]
+    assert not np.allclose(fa.loc[rid, rad].to_numpy(float), fb.loc[rid, rad].to_numpy(float), equal_nan=True)
+    other = f"{sid}_spinal_canal_stenosis_l1_l2"
+    np.testing.assert_allclose(fa.loc[other, rad].to_numpy(float), fb.loc[other, rad].to_numpy(float))
+    det = pd.read_csv(tmp_path / "b" / "predictions.csv").set_index("row_id")
+    assert det.loc[rid, "y"] == pytest.approx(moved.loc[row, "y"], abs=1e-3)
+
+
+def test_doubtful_points_get_no_image_features(demo_run: dict, tmp_path: Path) -> None:
+    """A point whose localizer flag says 'doubtful' is never graded from its patch (NaN, has_point=0)."""
+    from radspine.points import detail_path
+    from radspine.predict import predict
+
+    root = Path(demo_run["out"])
+    path, pts = _points_copy(demo_run, tmp_path / "given")
+    det = pd.read_csv(detail_path(root / "points.csv"), keep_default_na=False, na_values=[""])
+    sid = int(pts["study_id"].iloc[0])
+    hit = (det["study_id"] == sid) & (det["condition"] == "Spinal Canal Stenosis") & (det["level"] == "L5/S1")
+    det.loc[hit, "flag"] = "doubtful: 76 mm below L4/L5"
+    det.to_csv(detail_path(path), index=False)
+    predict(root / "data", root / "model", tmp_path / "o" / "submission.csv", points=path, workers=1)
+    f = pd.read_parquet(tmp_path / "o" / "predict_work" / "features" / "features.parquet").set_index("row_id")
+    rid = f"{sid}_spinal_canal_stenosis_l5_s1"
+    assert f.loc[rid, "has_point"] == 0
+    assert f.loc[rid, [c for c in f.columns if c.startswith("rad_")]].isna().all()
+    assert f.loc[f"{sid}_spinal_canal_stenosis_l4_l5", "has_point"] == 1
