@@ -8,6 +8,12 @@ Measures, for the command as a user runs it (a subprocess, ``--workers W``):
   * per-study cost of the radiomics params with and without LoG filters (in-process, one core).
 
     python benchmarks/extract_bench.py [--studies 20] [--workers 2] [--size 96] [--data DIR]
+        [--preset rsna [--matrix-scale S] [--compare-size 128]] [--scheduler local] [--scaling]
+
+``--preset rsna`` builds the phantom at real image sizes; ``--compare-size 128`` also runs today's default
+phantom at 128 px with the same study count, for the ratio; ``--scheduler local`` runs through a Dask
+LocalCluster; ``--scaling`` also runs the big phantom with 1 worker (1 → W scaling). Each run reports where
+the per-study time goes (``profile_s``: decode, patches, radiomics, morphometry, CNN).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def _per_study_bytes(out: Path) -> float:
     return 2 * max(fam_bytes.values()) / max(len(npzs), 1) + table_bytes
 
 
-def run_command(data: Path, out: Path, workers: int, config: Path | None = None) -> dict:
+def run_command(data: Path, out: Path, workers: int, config: Path | None = None, scheduler: str | None = None) -> dict:
     """Run the CLI once; wall seconds, peak tree RSS and the meta.json it wrote."""
     import psutil
 
@@ -64,6 +70,8 @@ def run_command(data: Path, out: Path, workers: int, config: Path | None = None)
            "--split", "train", "--out", str(out), "--workers", str(workers), "--quiet", "--overwrite"]
     if config is not None:
         cmd += ["--config", str(config)]
+    if scheduler is not None:
+        cmd += ["--scheduler", scheduler]
     import resource
 
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -136,6 +144,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="existing phantom (else one is made)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--skip-radiomics", action="store_true")
+    ap.add_argument("--preset", default=None, help="synth preset of the phantom (rsna = real image sizes)")
+    ap.add_argument("--matrix-scale", type=float, default=1.0)
+    ap.add_argument("--compare-size", type=int, default=None, help="also run the default phantom at this size")
+    ap.add_argument("--scheduler", default=None, help="'local' = Dask LocalCluster with --workers workers")
+    ap.add_argument("--scaling", action="store_true", help="also run the big phantom with 1 worker")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.workers))
     work = args.work or Path(tempfile.mkdtemp(prefix="extract_bench_"))
@@ -145,17 +158,36 @@ def main() -> None:
     from radspine.synth import QuirkConfig, make_dataset
 
     datasets = {}
+    synth_s = {}
     for n in (args.studies, args.studies // 2):
         d = args.data if (args.data and n == args.studies) else work / f"phantom_{n}"
         if not (d / "train.csv").exists():
-            make_dataset(d, n, 0, seed=7, size=args.size, quirks=QuirkConfig.none(), workers=args.workers,
-                         overwrite=True)
+            t = time.perf_counter()
+            if args.preset:
+                make_dataset(d, n, 0, seed=7, preset=args.preset, matrix_scale=args.matrix_scale,
+                             workers=args.workers, overwrite=True)  # fmt: skip
+            else:
+                make_dataset(d, n, 0, seed=7, size=args.size, quirks=QuirkConfig.none(), workers=args.workers,
+                             overwrite=True)
+            synth_s[n] = round(time.perf_counter() - t, 1)
         datasets[n] = d
+    res["phantom"] = {"preset": args.preset or "default", "size": None if args.preset else args.size,
+                      "matrix_scale": args.matrix_scale, "synth_s": synth_s}
+    plan = [(n, d, args.workers, f"{n}") for n, d in datasets.items()]
+    if args.scaling:
+        plan.append((args.studies, datasets[args.studies], 1, f"{args.studies}_1worker"))
+    if args.compare_size:
+        d = work / f"phantom_default_{args.compare_size}"
+        if not (d / "train.csv").exists():
+            make_dataset(d, args.studies, 0, seed=7, size=args.compare_size, workers=args.workers, overwrite=True)
+        plan.append((args.studies, d, args.workers, f"{args.studies}_default_{args.compare_size}px"))
     runs = {}
-    for n, d in datasets.items():
-        r = run_command(d, work / f"out_{n}", args.workers)
+    for _n, d, w, name in plan:
+        r = run_command(d, work / f"out_{name}", w, scheduler=args.scheduler)
         m = r["meta"]
-        runs[n] = {
+        runs[name] = {
+            "workers": w,
+            "profile_s": m.get("profile_s"),
             "studies": m["n_studies"],
             "wall_s": round(r["wall_s"], 1),
             "studies_per_min": round(60 * m["n_studies"] / r["wall_s"], 1),
@@ -168,20 +200,26 @@ def main() -> None:
             "n_features": m["n_features"],
             "n_failed": m["n_failed_studies"],
         }
-        print(json.dumps({f"run_{n}": runs[n]}), file=sys.stderr, flush=True)
+        print(json.dumps({f"run_{name}": runs[name]}), file=sys.stderr, flush=True)
     res["runs"] = runs
     big, small = args.studies, args.studies // 2
+    if args.compare_size:
+        ref = runs[f"{big}_default_{args.compare_size}px"]
+        res["ratio_cpu_per_study_vs_default"] = round(runs[str(big)]["cpu_s"] / max(ref["cpu_s"], 1e-9), 2)
+    if args.scaling:
+        one = runs[f"{big}_1worker"]
+        res["scaling_1_to_w_wall"] = round(one["wall_s"] / runs[str(big)]["wall_s"], 2)
     # RSS at these sizes is dominated by fixed costs (each process imports torch, pyradiomics, ...), so
     # a two-point fit is noise. What grows with N is known: the CNN stage holds one family's patches
     # of every study at once (+ a resized copy), and the table (25 rows × features × 8 bytes).
     per_study = _per_study_bytes(work / f"out_{big}")
-    peak = max(runs[big]["peak_rss_mb"], runs[small]["peak_rss_mb"])
+    peak = max(runs[str(big)]["peak_rss_mb"], runs[str(small)]["peak_rss_mb"])
     res["peak_rss_mb_200_estimate"] = round(peak + per_study * (200 - small) / 2**20)
     res["peak_rss_note"] = (f"max measured peak ({small}/{big} studies) + {per_study / 2**20:.2f} MB per extra "
                             "study (largest CNN family's patches ×2 + table rows), extrapolated to 200")
     # Projection: the per-study map parallelises over cores; the CNN stage is one torch process whose
     # cost grows ~linearly with patches. Assumed: torch speeds up 3x from 2 to 16 threads (conservative).
-    r = runs[big]
+    r = runs[str(big)]
     map_core_s = r["seconds_studies"] * args.workers / big
     cnn_s = r["seconds_cnn"] / big
     fixed = max(r["wall_s"] - r["seconds_studies"] - r["seconds_cnn"], 0.0)
