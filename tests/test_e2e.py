@@ -187,3 +187,18 @@ def test_doubtful_points_get_no_image_features(demo_run: dict, tmp_path: Path) -
     assert f.loc[rid, "has_point"] == 0
     assert f.loc[rid, [c for c in f.columns if c.startswith("rad_")]].isna().all()
     assert f.loc[f"{sid}_spinal_canal_stenosis_l4_l5", "has_point"] == 1
+
+
+def test_inspect_shows_a_model_folders_versions(demo_run: dict) -> None:
+    from typer.testing import CliRunner
+
+    from radspine.cli import app
+
+    model = Path(demo_run["out"]) / "model"
+    res = CliRunner().invoke(app, ["inspect", str(model), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["versions"]["lightgbm"] and info["feature_config_hash"] == json.loads(
+        (model / "bundle.json").read_text())["feature_config_hash"]
+    res = CliRunner().invoke(app, ["inspect", str(model)])
+    assert "trained with" in res.stdout and "lightgbm" in res.stdout

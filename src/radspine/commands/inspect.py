@@ -46,6 +46,8 @@ def register(app: typer.Typer) -> None:
                 return _inspect_dicom(dicom, series_types, as_json)
             if series_types is not None:
                 raise DatasetError("--series-types only applies with --dicom DIR")
+            if (data_dir / "bundle.json").is_file():
+                return _inspect_model(data_dir, as_json)
 
             from radspine.io.dataset import Dataset, iter_studies
 
@@ -72,6 +74,41 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(code=1)
 
 
+def _inspect_model(model_dir: Path, as_json: bool) -> None:
+    """A model folder: versions it was trained with, feature config hash, CV scores, what it contains."""
+    import json
+
+    from radspine.models.bundle import Bundle, embedders_dir, localizer_dir
+
+    b = Bundle.load(model_dir)
+    report = b.report() if (model_dir / "cv_report.json").is_file() else {}
+    manifest = embedders_dir(model_dir) / "embedders.json"
+    info = {
+        "model": str(model_dir),
+        "versions": b.info.get("versions", {}),
+        "feature_config_hash": b.feature_config_hash,
+        "backbone": b.info.get("backbone"),
+        "n_features": len(b.features),
+        "score_unbiased": report.get("score_unbiased"),
+        "score_selection": report.get("score_selection"),
+        "priors_only_score": report.get("priors_only_score"),
+        "cnn": json.loads(manifest.read_text()) if manifest.is_file() else None,
+        "localizer": (localizer_dir(model_dir) / "meta.json").is_file(),
+    }
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"model bundle {model_dir}")
+    typer.echo("  trained with " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    typer.echo(f"  feature config {info['feature_config_hash']}, backbone {info['backbone']}, {info['n_features']} features")
+    if info["score_unbiased"] is not None:
+        typer.echo(f"  CV score {info['score_unbiased']:.4f} unbiased, {info['score_selection']:.4f} selection "
+                   f"(priors only {info['priors_only_score']:.4f})")
+    if info["cnn"]:
+        typer.echo(f"  CNN families trained: {', '.join(info['cnn'].get('trained', [])) or 'none'}")
+    typer.echo(f"  localizer: {'MODELDIR/localizer' if info['localizer'] else 'none (the shipped one is used)'}")
+
+
 def _print_summary(ds, summary: dict) -> None:
     """Rich tables: splits, series types, label counts, findings grouped by kind."""
     from rich.console import Console
@@ -87,10 +124,12 @@ def _print_summary(ds, summary: dict) -> None:
     t.add_column("studies", justify="right")
     t.add_column("with images", justify="right")
     t.add_column("series", justify="right")
+    t.add_column("empty folders", justify="right")
     t.add_column("series per type")
     for split, s in summary["splits"].items():
         per_type = ", ".join(f"{k}: {v}" for k, v in s["series_per_type"].items())
-        t.add_row(split, str(s["studies"]), str(s["studies_with_images"]), str(s["series"]), per_type)
+        t.add_row(split, str(s["studies"]), str(s["studies_with_images"]), str(s["series"]),
+                  str(s.get("empty_series_folders", 0)), per_type)
     console.print(t)
 
     if ds.labels is not None:
@@ -101,6 +140,11 @@ def _print_summary(ds, summary: dict) -> None:
         for cond, counts in summary["labels"].items():
             t.add_row(cond, *(str(counts[g]) for g in (*C.SEVERITIES, "missing")))
         console.print(t)
+    for kind, per_cond in summary.get("label_coordinate_mismatches", {}).items():
+        if per_cond:
+            console.print(f"{kind.replace('_', ' ')}: {sum(per_cond.values())} ("
+                          + ", ".join(f"{c}: {n}" for c, n in per_cond.items()) + ")",
+                          markup=False, highlight=False, soft_wrap=True)  # fmt: skip
     if "dicom_series_read" in summary:
         console.print("DICOM series read: " + ", ".join(f"{v} with {k}" for k, v in summary["dicom_series_read"].items()))
 
