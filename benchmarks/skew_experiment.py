@@ -34,12 +34,14 @@ def _to_schema(points: pd.DataFrame, out_csv: Path) -> Path:
 def main() -> None:
     import torch
 
+    from radspine.commands.tune import load_labels
     from radspine.features.config import FeaturesConfig
     from radspine.features.extract import extract_features
     from radspine.localize import LocalizerConfig, localize_dataset, oof_points, train_localizer
     from radspine.metrics import score
     from radspine.models.bundle import Bundle
-    from radspine.models.tune import TuneOptions, load_labels, tune
+    from radspine.models.tune import TuneConfig as TuneOptions
+    from radspine.models.tune import tune
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)

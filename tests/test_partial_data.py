@@ -70,14 +70,14 @@ def _train_and_predict(root: Path, work: Path) -> tuple[dict, dict, Path]:
     """The CLI's own sequence (radspine.pipeline) with the smallest settings; returns (train, predict, out)."""
     from radspine import pipeline
     from radspine.config import load_config
-    from radspine.models.tune import TuneOptions
+    from radspine.models.tune import TuneConfig
 
     cfg = load_config()
     cfg.localizer = cfg.localizer.model_copy(update={"epochs": 2})
     emb = cfg.features.embeddings.model_copy(update={"epochs": 1, "pca_dims": 4})
     cfg.features = cfg.features.model_copy(update={"embeddings": emb})
     trained = pipeline.train(root, work / "model", work / "train", config=cfg, workers=1,
-                             tune_options=TuneOptions(trials=2, ablations=False, plots=False, n_jobs=1))
+                             tune_options=TuneConfig(trials=2, ablations=False, plots=False, n_jobs=1))
     out = work / "out" / "submission.csv"
     pred = pipeline.predict(root, work / "model", out, work_dir=work / "pw", workers=1)
     return trained, pred, out

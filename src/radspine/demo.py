@@ -45,7 +45,7 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     from radspine.config import load_config
     from radspine.io.dataset import Dataset
     from radspine.metrics import priors_predictions, priors_table, score
-    from radspine.models.tune import TuneOptions
+    from radspine.models.tune import load_tune_config
     from radspine.synth import make_dataset
 
     opts = opts or DemoOptions()
@@ -77,7 +77,7 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trained = pipeline.train(
         data, model, work / "train", config=cfg, workers=opts.workers, seed=opts.seed, quiet=opts.quiet,
-        tune_options=TuneOptions(trials=opts.trials, seed=opts.seed, ablations=opts.ablations, plots=True),
+        tune_options=load_tune_config(trials=opts.trials, seed=opts.seed, ablations=opts.ablations, plots=True),
     )
     timings.update(trained["seconds"])
 

@@ -37,7 +37,7 @@ def train(
 
     Args:
         config: a :class:`radspine.config.RadspineConfig` (default: the packaged default.yaml).
-        tune_options: options for :func:`radspine.models.tune.tune` (default: its defaults).
+        tune_options: a :class:`radspine.models.tune.TuneConfig` (default: ``configs/tune.yaml``).
         localizer: also train the localizer into ``MODELDIR/localizer`` (False: predict uses the shipped
             one, or a localizer given at prediction time).
     """
@@ -45,7 +45,7 @@ def train(
     from radspine.features.extract import extract_features
     from radspine.io.dataset import Dataset
     from radspine.models.bundle import localizer_dir, package_features
-    from radspine.models.tune import tune
+    from radspine.models.tune import load_tune_config, tune
 
     cfg = config or load_config()
     model_dir, work_dir = Path(model_dir), Path(work_dir)
@@ -65,7 +65,7 @@ def train(
     table = pd.read_parquet(work_dir / "features.parquet")
     meta = json.loads((work_dir / "meta.json").read_text())
     labels = Dataset.open(data_dir).labels_long()
-    out["cv"] = tune(table, labels, model_dir, meta, tune_options)
+    out["cv"] = tune(table, labels, model_dir, meta, tune_options or load_tune_config())
     package_features(work_dir, model_dir)
     seconds["tune"] = round(time.perf_counter() - t, 1)
     out["seconds"] = seconds
