@@ -354,5 +354,9 @@ class PrefixCache:
                     self.rows[digests[i]] = hi
         return torch.stack([self.rows[d] for d in digests]) if digests else torch.zeros(0)
 
+    def clear(self) -> None:
+        """Drop every held activation (the CNN stage calls this after each family)."""
+        self.key, self.rows = None, {}
+
 
 PREFIX_CACHE = PrefixCache()

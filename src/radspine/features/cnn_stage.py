@@ -76,6 +76,7 @@ def add_cnn_columns(
 
     ``grades`` maps row_id → grade (train split); ``base`` must carry ``cv_fold`` on the train split.
     """
+    from radspine.features.cnn_models import PREFIX_CACHE
     from radspine.features.embeddings import CnnEmbedder, embedding_columns, oof_embeddings
 
     frames = []
@@ -113,6 +114,7 @@ def add_cnn_columns(
             loaded = CnnEmbedder.load(embedders_dir / fam, device=cfg.embeddings.device)
             weights[fam] = loaded.weights_
             emb = loaded.transform(x)
+        PREFIX_CACHE.clear()  # the family's frozen-prefix activations are not needed any more
         emb = emb.astype(np.float32)
         emb[~ok] = np.nan  # no patch at this point: no CNN evidence, not the embedding of a blank
         trained.append(fam)
