@@ -16,8 +16,11 @@ def test_default_yaml_matches_code_defaults() -> None:
     # The YAML documents the defaults; it must not silently diverge from FeaturesConfig's own.
     assert cfg.features == FeaturesConfig()
     assert config_hash(cfg.features) == config_hash(FeaturesConfig())
-    e = cfg.features.embeddings
-    assert e.backbone == "resnet10t" and e.image_size == 32 and e.backbone_kwargs["channels"] == [16, 32, 64, 128]
+    # The embedding defaults live in EmbeddingConfig alone (default.yaml does not repeat them).
+    from radspine.features.embeddings import EmbeddingConfig
+
+    assert cfg.features.embeddings.model_dump() == EmbeddingConfig().model_dump()
+    assert cfg.localizer.model_dump(exclude={"epochs"}) == type(cfg.localizer)().model_dump(exclude={"epochs"})
     assert cfg.features.patches.jitter_sigma_mm == 1.0  # the skew experiment's winner
     assert default_config_path().is_file()
 

@@ -180,6 +180,12 @@ def predict(
     # trained for, come from the priors.
     from_priors: dict[str, str] = {}
     if table is not None:
+        absent = [c for c in bundle.features if c not in table.columns]
+        if absent:
+            # A column no test study could produce (e.g. no study had a patch of that family): NaN, like
+            # any feature that could not be measured, never a crash that loses the rows.
+            log.warning("%d feature column(s) absent from every test study, set to NaN: %s", len(absent), absent[:5])
+            table = pd.concat([table, pd.DataFrame(np.nan, index=table.index, columns=absent)], axis=1)
         preds = bundle.predict_proba(table)
         failed = {int(s) for s, why in meta["problems"].items() if "has_point" in table and
                   table.loc[table["study_id"] == int(s), "has_point"].fillna(0).eq(0).all()}

@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs (default from config)."),
         config: Path | None = typer.Option(None, "--config", help="YAML config; its `localizer` section is used."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed → same model)."),
+        init: str | None = typer.Option(
+            None, "--init", help="Fine-tune from 'shipped' (the packaged pretrained localizer) or a localizer folder."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only (library warnings hidden)."),
     ) -> None:
         """Train the 25-point localizer from labelled coordinates and report held-out accuracy."""
@@ -30,7 +33,7 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config).localizer
             if epochs is not None:
                 cfg = cfg.model_copy(update={"epochs": epochs})
-            report = train_localizer(data, out, cfg, seed=seed)
+            report = train_localizer(data, out, cfg, seed=seed, init=init)
             typer.echo(f"localizer written to {out} (trained in {report['train_seconds']:.0f} s)")
             per = report.get("per_condition")
             if per:
@@ -56,6 +59,7 @@ def register(app: typer.Typer) -> None:
         work: Path | None = typer.Option(
             None, "--work", help="With --dicom: where the Kaggle-layout view is built (default <out folder>/localize_work)."
         ),
+        workers: int | None = typer.Option(None, "--workers", help="Local processes (default: serial)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only (library warnings hidden)."),
     ) -> None:
         """Predict the 25 points of every study of a split and write them as a CSV.
@@ -70,7 +74,7 @@ def register(app: typer.Typer) -> None:
             root = dataset_root(data, dicom, series_types, work or out.parent / "localize_work", split=split)
             from radspine.localize import detail_path, localize_dataset
 
-            df = localize_dataset(root, model, out, split=split)
+            df = localize_dataset(root, model, out, split=split, workers=workers)
             flagged = int((df["flag"] != "").sum()) if len(df) else 0
             n_studies = df["study_id"].nunique() if len(df) else 0
             typer.echo(f"{n_studies} studies, {len(df)} points → {out} ({flagged} flagged; details in {detail_path(out)})")

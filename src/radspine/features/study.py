@@ -194,6 +194,7 @@ def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, s
         for name, spec in specs.items():
             stacks = vols.stacks(spec.series)
             patch = None
+            rec[f"geo_plane_dist_{name}"] = np.nan  # every column on every row: the schema never depends on data
             if rec["has_point"] and stacks:
                 vol, pr, inside = nearest_stack(stacks, point)
                 dist = abs(pr.distance_mm)
@@ -204,8 +205,6 @@ def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, s
                     patch = extract_patch(vol, point, spec, percentiles=cfg.patches.percentiles)
                     clock["patches"] += time.perf_counter() - t
                     rec[f"geo_plane_dist_{name}"] = dist
-                else:
-                    rec[f"geo_plane_dist_{name}"] = np.nan
             row_patches[name] = patch
             rec[f"geo_inside_{name}"] = patch.inside_fraction if patch is not None else 0.0
             if cfg.radiomics.enabled:
