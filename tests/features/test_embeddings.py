@@ -331,7 +331,7 @@ def test_lite0_mapping_loads_strictly_and_copies_every_tensor() -> None:
     for k, v in src.items():
         dst = key_map[k]
         if dst.startswith("classifier."):
-            assert torch.equal(got[dst], random_init[dst])  # the model's own 3-grade head
+            assert not got[dst].any()  # a zero 3-grade head: uniform first predictions
         elif dst == "conv_stem.weight":
             assert torch.allclose(got[dst], adapt_input_conv(5, v.float()))
         else:

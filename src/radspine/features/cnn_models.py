@@ -181,8 +181,8 @@ def load_efficientnet_lite0(model: nn.Module, path: str | Path) -> dict[str, Any
     """Load EfficientNet-PyTorch-named ImageNet Lite0 weights into a timm ``efficientnet_lite0``, strictly.
 
     Every tensor of the file except the 1000-class ``_fc`` is copied (renamed by :func:`lite0_key_map`);
-    the stem conv is adapted to the model's in_chans with timm's ``adapt_input_conv``; the model's own
-    (random) 3-grade classifier is kept. ``load_state_dict(strict=True)``: a missing or extra tensor fails.
+    the stem conv is adapted to the model's in_chans with timm's ``adapt_input_conv``; the 3-grade
+    classifier starts at zero (uniform first predictions). ``load_state_dict(strict=True)``: a missing or extra tensor fails.
 
     Returns:
         ``{"name", "path", "sha256", "copied"}`` (copied = number of tensors taken from the file).
@@ -205,7 +205,10 @@ def load_efficientnet_lite0(model: nn.Module, path: str | Path) -> dict[str, Any
     for key, value in src.items():
         dst = key_map[key]
         if dst.startswith("classifier."):
-            state[dst] = own[dst]  # 1000 ImageNet classes → the model's own 3-grade head
+            # 1000 ImageNet classes → a zero 3-grade head: first predictions uniform. timm's own init
+            # (uniform ±1/sqrt(3) for 3 outputs) on 1280 pretrained features gives logits of ±20, and a
+            # 2-epoch fit stays overconfident out of fold (OOF log loss ~5x the prior on a phantom).
+            state[dst] = torch.zeros_like(own[dst])
             continue
         if dst == "conv_stem.weight" and value.shape[1] != own[dst].shape[1]:
             value = adapt_input_conv(int(own[dst].shape[1]), value.float())
