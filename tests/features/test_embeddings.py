@@ -467,3 +467,27 @@ def test_frozen_prefix_cache_is_exact_and_shared(monkeypatch) -> None:
     n_gets = len(gets)
     CnnEmbedder(cfg.model_copy(update={"pretrained": "none"})).fit(x, y)
     assert len(gets) == n_gets
+
+
+def test_loads_a_v1_bundle(tmp_path) -> None:
+    import json
+
+    x, y, _ = tiny_data()
+    emb = CnnEmbedder(tiny_cfg(pca_dims=3, channels_last=False)).fit(x, y)
+    out = emb.save(tmp_path / "v1")
+    meta = json.loads((out / "embedder.json").read_text())
+    new = ("pretrained", "freeze_stages", "cache_frozen", "infer_batch_size", "optimizer", "scheduler",
+           "warmup_epochs", "amp", "channels_last", "num_workers", "deterministic")
+    meta["config"] = {k: v for k, v in meta["config"].items() if k not in new}
+    meta["config"]["augment"] = {"max_shift_px": 3.0, "intensity_jitter": 0.1, "vflip": False, "hflip": False}
+    for k in ("weights", "input_norm"):
+        meta.pop(k)
+    meta["format_version"] = 1
+    (out / "embedder.json").write_text(json.dumps(meta))
+    back = CnnEmbedder.load(out)
+    assert back.weights_ == {"name": "none"} and back._norm == (0.5, 0.25)
+    assert np.array_equal(back.transform(x), emb.transform(x))
+    meta["format_version"] = 7
+    (out / "embedder.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="unsupported embedder format"):
+        CnnEmbedder.load(out)

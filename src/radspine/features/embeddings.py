@@ -564,6 +564,7 @@ class CnnEmbedder:
             # and their augmentation keys differ (augmentation only matters for training).
             conf.setdefault("pretrained", "none")
             conf.setdefault("freeze_stages", 0)
+            conf.setdefault("channels_last", False)  # bit-identical to how v1 embedded
             conf.pop("augment", None)
         try:
             cfg = EmbeddingConfig.model_validate(conf)
