@@ -76,7 +76,8 @@ def _train_and_predict(root: Path, work: Path) -> tuple[dict, dict, Path]:
     cfg.localizer = cfg.localizer.model_copy(update={"epochs": 2})
     emb = cfg.features.embeddings.model_copy(update={"epochs": 1, "pca_dims": 4})
     cfg.features = cfg.features.model_copy(update={"embeddings": emb})
-    trained = pipeline.train(root, work / "model", work / "train", config=cfg, workers=1,
+    # A 9-study set fine-tunes the shipped localizer (as a small real site would) instead of starting cold.
+    trained = pipeline.train(root, work / "model", work / "train", config=cfg, workers=1, localizer_init="shipped",
                              tune_options=TuneConfig(trials=2, ablations=False, plots=False, n_jobs=1))
     out = work / "out" / "submission.csv"
     pred = pipeline.predict(root, work / "model", out, work_dir=work / "pw", workers=1)

@@ -28,6 +28,7 @@ def train(
     config=None,
     tune_options=None,
     localizer: bool = True,
+    localizer_init: str | Path | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     seed: int = 0,
@@ -40,6 +41,8 @@ def train(
         tune_options: a :class:`radspine.models.tune.TuneConfig` (default: ``configs/tune.yaml``).
         localizer: also train the localizer into ``MODELDIR/localizer`` (False: predict uses the shipped
             one, or a localizer given at prediction time).
+        localizer_init: fine-tune the localizer from ``"shipped"`` (the packaged pretrained one) or a
+            localizer folder, instead of training from scratch (what a small dataset wants).
     """
     from radspine.config import load_config
     from radspine.features.extract import extract_features
@@ -55,7 +58,8 @@ def train(
         from radspine.localize.train import train_localizer
 
         t = time.perf_counter()
-        out["localizer"] = train_localizer(Path(data_dir), localizer_dir(model_dir), cfg.localizer, seed=seed)
+        out["localizer"] = train_localizer(Path(data_dir), localizer_dir(model_dir), cfg.localizer, seed=seed,
+                                           init=localizer_init)
         seconds["train_localizer"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     out["features"] = extract_features(data_dir, "train", work_dir, cfg=cfg.features, workers=workers,

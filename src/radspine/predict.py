@@ -195,7 +195,7 @@ def predict(
         for r in untrained.itertuples(index=False):
             from_priors[f"{int(r.study_id)}_{r.condition}_{r.level}"] = str(r.flag)
         for rid in table.loc[table["study_id"].isin(failed), "row_id"]:
-            from_priors[rid] = "features failed"
+            from_priors[rid] = f"no gradable point or image: {meta['problems'].get(rid.split('_', 1)[0], '')}"[:300]
         keep = ~preds["row_id"].isin(list(from_priors)).to_numpy()
         preds = preds[keep]
     else:

@@ -72,7 +72,7 @@ def config_hash(cfg: FeaturesConfig) -> str:
     payload = cfg.model_dump(mode="json")
     emb = payload["embeddings"]
     # Run-time settings must not change the identity of a model (CPU vs CUDA, threads, loader workers).
-    for key in ("device", "num_threads", "num_workers", "deterministic"):
+    for key in ("device", "num_threads", "num_workers", "deterministic", "infer_batch_size", "cache_frozen", "pin_memory"):
         emb.pop(key, None)
     payload.pop("cnn_folds", None)  # fold count changes which network embeds a row, not what test rows get
     if cfg.radiomics.enabled:
