@@ -129,6 +129,7 @@ def predict(
     if not study_ids:
         raise RadspineError(f"{data_dir}: no studies in the {split} split")
     skipped: dict[str, str] = {}
+    warned: set[str] = set()  # causes already logged once for the whole split
     pts_path = Path(points_out) if points_out else work / "points.csv"
     given = None
     if points is not None:
@@ -143,6 +144,7 @@ def predict(
     if not imaged:
         why = f"{data_dir}: no {split} study has images ({len(studies)} studies, every series folder empty or missing)"
         log.warning("%s; all %d rows from priors", why, 25 * len(studies))
+        warned.add(why)
         skipped.update({str(s): why for s in study_ids})
     else:
         from radspine.localize.infer import Localizer
@@ -196,6 +198,11 @@ def predict(
             from_priors[f"{int(r.study_id)}_{r.condition}_{r.level}"] = str(r.flag)
         for rid in table.loc[table["study_id"].isin(failed), "row_id"]:
             from_priors[rid] = f"no gradable point or image: {meta['problems'].get(rid.split('_', 1)[0], '')}"[:300]
+        modelled = set(getattr(bundle.model, "groups_", []) or [])
+        if modelled:
+            for rid, g in zip(table["row_id"], table["group"], strict=True):
+                if g not in modelled:
+                    from_priors.setdefault(rid, f"no {g} labels in training")
         keep = ~preds["row_id"].isin(list(from_priors)).to_numpy()
         preds = preds[keep]
     else:
@@ -244,5 +251,6 @@ def predict(
     }
     write_json_atomic(work / "predict_log.json", summary)
     for sid, why in skipped.items():
-        log.warning("study %s: %s", sid, why)
+        if why not in warned:
+            log.warning("study %s: %s", sid, why)
     return summary
