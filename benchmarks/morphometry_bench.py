@@ -2,7 +2,7 @@
 
 A small clean phantom (QuirkConfig.none()), patches at the labelled points, ``measure_detailed`` per row.
 Truth: canal AP from synth_landmarks.csv; sac area, foramen and recess sizes from the re-drawn anatomy
-(the same private draw make_dataset uses; see tests/features/test_morphometry.py). Prints one JSON object.
+(`radspine.synth.study_patients`, drawn by make_dataset's own code). Prints one JSON object.
 
     python benchmarks/morphometry_bench.py [--studies 4] [--size 128] [--seed 1]
 """
@@ -21,40 +21,6 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 
-def _patients(root: Path, n: int, seed: int, size: int, q):
-    from radspine.synth.anatomy import Patient, Variation
-    from radspine.synth.labels import sample_latents
-    from radspine.synth.write import _StudyJob, _variation_rngs
-
-    id_seq, *seqs = np.random.SeedSequence(seed).spawn(1 + n)
-    id_rng = np.random.default_rng(id_seq)
-    ids: list[int] = []
-    while len(ids) < n:
-        v = int(id_rng.integers(10**6, 4_290_000_000))
-        if v not in ids:
-            ids.append(v)
-    out = {}
-    for sid, sq in zip(ids, seqs, strict=True):
-        rng = np.random.default_rng(sq)
-        rr, ar, _, _ = _variation_rngs(_StudyJob("train", sid, sq, seed, size, q, str(root)))
-        lat = sample_latents(rng, 1, q, reader_rng=rr)[0]
-        out[sid] = Patient.sample(rng, lat, Variation.sample(ar, q))
-    return out
-
-
-def _sac_area(p, disc: int) -> float:
-    nar = p.canal_nar[disc]
-    ant, post = p._canal_walls(nar)
-    half_ap, dc = (post - ant) / 2, (ant + post) / 2
-    d, lx = np.meshgrid(np.arange(dc - 15, dc + 15, 0.05), np.arange(-20, 20, 0.05), indexing="ij")
-    rn = np.where(lx > 0, p.recess_nar[0][disc], p.recess_nar[1][disc])
-    hw = (p.canal_w / 2 * (1 - 0.2 * nar) - 1.0) * (1 - 0.3 * rn)
-    m = (lx / hw) ** 2 + ((d - dc) / half_ap) ** 2 < 1
-    r = 4.0 * p.size * (1 - rn)
-    m |= ((np.abs(lx) - (p.canal_w / 2 - 2)) / r) ** 2 + ((d - (p.a_ap + 4)) / r) ** 2 < 1
-    return float(m.sum() * 0.05**2)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=4)
@@ -66,14 +32,14 @@ def main() -> None:
     from radspine.geometry import nearest_stack, pixel_to_world
     from radspine.io.dataset import Dataset, read_study
     from radspine.patches import PatchConfig, extract_patch
-    from radspine.synth import QuirkConfig, make_dataset
+    from radspine.synth import QuirkConfig, make_dataset, study_patients
     from radspine.synth.anatomy import LEVEL_DISC
 
     q = QuirkConfig.none()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_dataset(root, a.studies, 0, seed=a.seed, size=a.size, quirks=q)
-        pats = _patients(root, a.studies, a.seed, a.size, q)
+        pats = study_patients(a.seed, a.studies, size=a.size, quirks=q)
         truth = pd.read_csv(root / "synth_truth.csv").set_index(["study_id", "condition", "level"]).severity
         ds = Dataset.open(root)
         cfg = PatchConfig()
@@ -99,7 +65,7 @@ def main() -> None:
                 t = {"sev": truth[(st.study_id, r.condition, r.level)], "disc_height_mm": p.h_disc[disc]}
                 if r.condition == "spinal_canal_stenosis":
                     t.update(canal_ap_mm=p.canal_ap_at(disc), canal_ap_sag_mm=p.canal_ap_at(disc),
-                             dural_sac_area_mm2=_sac_area(p, disc))
+                             dural_sac_area_mm2=p.sac_area_at(disc))
                 elif "foraminal" in r.condition:
                     sn = p.foramen_nar[side][disc]
                     hf = (0.5 * p.h_disc[disc] + 0.3 * 26.5 * p.size) * (1 - 0.45 * sn)

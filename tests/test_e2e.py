@@ -202,3 +202,24 @@ def test_inspect_shows_a_model_folders_versions(demo_run: dict) -> None:
         (model / "bundle.json").read_text())["feature_config_hash"]
     res = CliRunner().invoke(app, ["inspect", str(model)])
     assert "trained with" in res.stdout and "lightgbm" in res.stdout
+
+
+def test_predict_decodes_each_series_once(demo_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Localize and features share one decode per study (a spy counts read_series calls)."""
+    from collections import Counter
+
+    import radspine.io.dicom as dicom
+    from radspine.predict import predict
+
+    calls: Counter = Counter()
+    real = dicom.read_series
+
+    def spy(folder, *a, **k):
+        calls[str(folder)] += 1
+        return real(folder, *a, **k)
+
+    monkeypatch.setattr(dicom, "read_series", spy)
+    root = Path(demo_run["out"])
+    predict(root / "data", root / "model", tmp_path / "submission.csv", workers=1)  # serial: the spy sees all
+    n_series = len(pd.read_csv(root / "data" / "test_series_descriptions.csv"))
+    assert len(calls) == n_series and set(calls.values()) == {1}, calls

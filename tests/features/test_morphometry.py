@@ -22,50 +22,15 @@ from radspine.features.morphometry import (
 from radspine.geometry import nearest_stack, pixel_to_world
 from radspine.io.dataset import Dataset, read_study
 from radspine.patches import Patch, PatchConfig, extract_patch
-from radspine.synth import QuirkConfig, make_dataset
-from radspine.synth.anatomy import LEVEL_DISC, Patient, Variation
-from radspine.synth.labels import sample_latents
-from radspine.synth.write import _StudyJob, _variation_rngs
+from radspine.synth import QuirkConfig, make_dataset, study_patients
+from radspine.synth.anatomy import LEVEL_DISC, Patient
 
 N, SEED, SIZE = 6, 1, 128
 
 
 def _patients(root, q: QuirkConfig) -> dict[int, Patient]:
-    """The phantom's Patient per study, re-drawn exactly as make_dataset draws them.
-
-    synth writes only canal_ap_mm as truth; sac area, foramen and recess sizes come from the anatomy
-    (checked against synth_landmarks.csv below so a change in synth's draw order fails loudly).
-    """
-    ss = np.random.SeedSequence(SEED)
-    id_seq, *seqs = ss.spawn(1 + N)
-    id_rng = np.random.default_rng(id_seq)
-    ids: list[int] = []
-    while len(ids) < N:
-        v = int(id_rng.integers(10**6, 4_290_000_000))
-        if v not in ids:
-            ids.append(v)
-    out = {}
-    for sid, sq in zip(ids, seqs, strict=True):
-        job = _StudyJob("train", sid, sq, SEED, SIZE, q, str(root))
-        rng = np.random.default_rng(sq)
-        reader_rng, anat_rng, _, _ = _variation_rngs(job)
-        lat = sample_latents(rng, 1, q, reader_rng=reader_rng)[0]
-        out[sid] = Patient.sample(rng, lat, Variation.sample(anat_rng, q))
-    return out
-
-
-def _sac_area(p: Patient, disc: int) -> float:
-    """CSF-bright area (mm²) of the disc plane: sac ellipse (per-side width) ∪ lateral-recess CSF."""
-    nar = p.canal_nar[disc]
-    ant, post = p._canal_walls(nar)
-    half_ap, dc = (post - ant) / 2, (ant + post) / 2
-    d, lx = np.meshgrid(np.arange(dc - 15, dc + 15, 0.05), np.arange(-20, 20, 0.05), indexing="ij")
-    rn = np.where(lx > 0, p.recess_nar[0][disc], p.recess_nar[1][disc])
-    hw = (p.canal_w / 2 * (1 - 0.2 * nar) - 1.0) * (1 - 0.3 * rn)
-    m = (lx / hw) ** 2 + ((d - dc) / half_ap) ** 2 < 1
-    r = 4.0 * p.size * (1 - rn)
-    m |= ((np.abs(lx) - (p.canal_w / 2 - 2)) / r) ** 2 + ((d - (p.a_ap + 4)) / r) ** 2 < 1
-    return float(m.sum() * 0.05**2)
+    """The phantom's Patient per study (synth's own truth; checked against synth_landmarks.csv below)."""
+    return study_patients(SEED, N, size=SIZE, quirks=q)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +66,7 @@ def phantom(tmp_path_factory) -> pd.DataFrame:
             side = 0 if r.condition.startswith("left") else 1
             t = {"sev": truth[(st.study_id, r.condition, r.level)], "disc_true": pat.h_disc[disc]}
             if r.condition == "spinal_canal_stenosis":
-                t.update(ap_true=pat.canal_ap_at(disc), area_true=_sac_area(pat, disc))
+                t.update(ap_true=pat.canal_ap_at(disc), area_true=pat.sac_area_at(disc))
             elif "foraminal" in r.condition:
                 sn = pat.foramen_nar[side][disc]
                 hf = (0.5 * pat.h_disc[disc] + 0.3 * 26.5 * pat.size) * (1 - 0.45 * sn)

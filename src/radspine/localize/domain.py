@@ -142,16 +142,7 @@ def _reid(load: Callable[[], StudyVolumes], sid: int) -> StudyVolumes:
 
 
 def phantom_study_ids(seed: int, n: int) -> list[int]:
-    """Study ids of the first ``n`` studies of ``make_dataset(seed=seed)`` in index order (train first).
+    """Study ids of the first ``n`` studies of ``make_dataset(seed=seed)`` (synth's own rule)."""
+    from radspine.synth import study_ids
 
-    Mirrors ``radspine.synth.write._study_jobs`` (study k's id does not depend on n); :class:`_Painted`
-    checks every painted study against it, so a change there fails loudly instead of mislabelling.
-    """
-    id_seq = np.random.SeedSequence(int(seed)).spawn(1 + n)[0]
-    rng = np.random.default_rng(id_seq)
-    ids: list[int] = []
-    while len(ids) < n:
-        v = int(rng.integers(10**6, 4_290_000_000))
-        if v not in ids:
-            ids.append(v)
-    return ids
+    return study_ids(seed, n)

@@ -21,7 +21,7 @@ own random intensity per label; :func:`random_table` draws such a table in the p
 from radspine.synth.anatomy import LABEL_GROUPS, TISSUE_LABELS, Patient, random_table
 from radspine.synth.labels import sample_labels
 from radspine.synth.quirks import QuirkConfig
-from radspine.synth.write import SeriesLabels, label_volumes, make_dataset
+from radspine.synth.write import SeriesLabels, label_volumes, make_dataset, study_ids, study_patients
 
-__all__ = ["make_dataset", "sample_labels", "QuirkConfig", "Patient", "label_volumes", "SeriesLabels",
+__all__ = ["make_dataset", "study_ids", "study_patients", "sample_labels", "QuirkConfig", "Patient", "label_volumes", "SeriesLabels",
            "TISSUE_LABELS", "LABEL_GROUPS", "random_table"]

@@ -467,6 +467,19 @@ class Patient:
         ant, post = self._canal_walls(self.canal_nar[disc])
         return float(post - ant)
 
+    def sac_area_at(self, disc: int, step: float = 0.05) -> float:
+        """True CSF-bright area (mm²) of the disc plane: sac ellipse (per-side width) ∪ lateral-recess CSF."""
+        nar = self.canal_nar[disc]
+        ant, post = self._canal_walls(nar)
+        half_ap, dc = (post - ant) / 2, (ant + post) / 2
+        d, lx = np.meshgrid(np.arange(dc - 15, dc + 15, step), np.arange(-20, 20, step), indexing="ij")
+        rn = np.where(lx > 0, self.recess_nar[0][disc], self.recess_nar[1][disc])
+        hw = (self.canal_w / 2 * (1 - 0.2 * nar) - 1.0) * (1 - 0.3 * rn)
+        m = (lx / hw) ** 2 + ((d - dc) / half_ap) ** 2 < 1
+        r = 4.0 * self.size * (1 - rn)
+        m |= ((np.abs(lx) - (self.canal_w / 2 - 2)) / r) ** 2 + ((d - (self.a_ap + 4)) / r) ** 2 < 1
+        return float(m.sum() * step**2)
+
     def recess_center(self, disc: int, side: str) -> np.ndarray:
         """World centre of the left/right lateral recess at a disc (subarticular label point)."""
         sign = 1.0 if side == "left" else -1.0

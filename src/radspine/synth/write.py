@@ -447,19 +447,41 @@ def _label_points(rng: np.random.Generator, pat: Patient, plans: list[SeriesPlan
     return rows
 
 
+def study_ids(seed: int, n: int) -> list[int]:
+    """Study ids of the first ``n`` studies of ``make_dataset(seed=seed)``, in index order (train first).
+
+    Study k's id does not depend on ``n``.
+    """
+    id_seq = np.random.SeedSequence(int(seed)).spawn(1 + n)[0]
+    id_rng = np.random.default_rng(id_seq)
+    ids: list[int] = []
+    while len(ids) < n:
+        v = int(id_rng.integers(10**6, 4_290_000_000))
+        if v not in ids:
+            ids.append(v)
+    return ids
+
+
 def _study_jobs(seed: int, n: int, size: int, quirks: QuirkConfig, root: str, preset: str | None,
                 matrix_scale: float, splits: list[str]) -> list[_StudyJob]:
     """Jobs of the first ``n`` studies of a seed (study k's seed and id do not depend on ``n``)."""
-    ss = np.random.SeedSequence(int(seed))
-    id_seq, *study_seqs = ss.spawn(1 + n)
-    id_rng = np.random.default_rng(id_seq)
-    study_ids: list[int] = []
-    while len(study_ids) < n:
-        v = int(id_rng.integers(10**6, 4_290_000_000))
-        if v not in study_ids:
-            study_ids.append(v)
+    study_seqs = np.random.SeedSequence(int(seed)).spawn(1 + n)[1:]
     return [_StudyJob(sp, sid, sq, int(seed), int(size), quirks, root, preset, float(matrix_scale))
-            for sp, sid, sq in zip(splits, study_ids, study_seqs)]
+            for sp, sid, sq in zip(splits, study_ids(seed, n), study_seqs)]
+
+
+def study_patients(seed: int, n: int, size: int = 256, quirks: QuirkConfig | None = None,
+                   preset: str | None = None, matrix_scale: float = 1.0) -> dict[int, Patient]:  # fmt: skip
+    """The anatomy (:class:`Patient`) of the first ``n`` studies of ``make_dataset(seed=seed, ...)``, by study id.
+
+    The phantom's own truth for measurement tests and benchmarks (sac area, foramen and recess sizes), drawn
+    by the same code as the written studies, so it can never drift from them.
+    """
+    _check_args(size, preset, matrix_scale)
+    if quirks is None:
+        quirks = QuirkConfig.rsna() if preset == "rsna" else QuirkConfig()
+    jobs = _study_jobs(seed, n, size, quirks, "", preset, matrix_scale, ["train"] * n)
+    return {job.study_id: _plan_study(job).pat for job in jobs}
 
 
 def _check_args(size: int, preset: str | None, matrix_scale: float) -> None:
