@@ -85,8 +85,32 @@ def pred_dir(tmp_path_factory, phantom_root: Path, model_dir: Path) -> Path:
     coords["flag"] = ""
     preds = probs.merge(coords[["row_id", "series_id", "instance_number", "x", "y", "world_x", "world_y", "world_z", "flag"]],
                         on="row_id", how="left")
+    _add_predict_details(preds, ids[0])
     preds.to_csv(out / "predictions.csv", index=False)
     return out
+
+
+# What `radspine predict` adds per row (issue 11): measurements by condition group, source, confidence.
+MEASURED = {"spinal": {"dural_sac_area_mm2": 82.0, "canal_ap_mm": 9.1, "disc_height_mm": 9.5},
+            "foraminal": {"foramen_area_mm2": 41.0, "foramen_height_mm": 14.0, "disc_height_mm": 9.5},
+            "subarticular": {"recess_depth_mm": 2.6, "disc_height_mm": 9.5}}
+
+
+def _add_predict_details(preds: pd.DataFrame, sid: int) -> None:
+    """Measurement columns (NaN where another group's, and the first study's L5/S1 dural sac unmeasured),
+    ``graded_from`` / ``confidence``, one prior-graded row and one doubtful point in study ``sid``."""
+    from radspine.constants import CONDITION_GROUP
+    from radspine.predict import MEASUREMENT_COLUMNS
+
+    group = preds["row_id"].map(lambda r: CONDITION_GROUP[r.split("_", 1)[1].rsplit("_", 2)[0]])
+    for name in MEASUREMENT_COLUMNS:
+        preds[name] = [MEASURED[g].get(name, np.nan) for g in group]
+    preds.loc[preds["row_id"] == f"{sid}_spinal_canal_stenosis_l5_s1", "dural_sac_area_mm2"] = np.nan
+    preds["graded_from"] = "model"
+    preds.loc[preds["row_id"] == f"{sid}_right_subarticular_stenosis_l1_l2", "graded_from"] = (
+        "priors: no subarticular labels in training")
+    preds["confidence"] = 0.9
+    preds.loc[preds["row_id"] == f"{sid}_left_neural_foraminal_narrowing_l2_l3", "flag"] = "doubtful: low confidence"
 
 
 @pytest.fixture(scope="module")

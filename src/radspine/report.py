@@ -5,8 +5,12 @@ One PNG per study (matplotlib Agg, no pyplot state) plus ``study_<id>.json`` and
 * top row: the mid-sagittal T2 slice with the 5 canal points, the para-sagittal T1 slice of each side
   with its 5 foramina (3 image panels);
 * one row per level: the axial slice with both subarticular recesses (5 image panels) and, beside it,
-  a text panel with the three probabilities and expected severity of the level's 5 conditions and the
-  top TreeSHAP contributions (in plain names) toward each row's predicted grade.
+  a text panel with, per condition of the level: the three probabilities and expected severity, where
+  the grade came from (model, or priors with the reason) and the point's flag, the named measurements
+  with units and the published reference cut-offs as context (:func:`measurement_text`), and the top
+  TreeSHAP contributions toward the predicted grade split into image evidence (``rad_ mor_ cnn_``) and
+  prior/context (level, condition, ``ctx_ geo_ has_``), in plain names;
+* a legend above explaining the colours, the point labels, the units and the (Δ mm) tags.
 
 Colours (fixed, colour-blind safe, see :data:`GRADE_COLORS`): Normal/Mild bluish green, Moderate orange,
 Severe red. A point is drawn at its predicted pixel when the panel shows its own slice; a point predicted
@@ -66,6 +70,10 @@ N_TEXT_PANELS: Final[int] = len(LEVELS)
 POINT_COLUMNS: Final[tuple[str, ...]] = ("series_id", "instance_number", "x", "y")
 DEFAULT_DPI: Final[int] = 72
 TOP_K: Final[int] = 3
+# Font sizes in points; at the default 72 DPI one point is one pixel, so these are the glyph heights in px.
+LABEL_FONTSIZE: Final[float] = 9.0
+TEXT_FONTSIZE: Final[float] = 8.0
+FIGSIZE_IN: Final[tuple[float, float]] = (20.0, 27.0)
 
 
 # ------------------------------------------------------------------------------------------ plain names
@@ -92,6 +100,15 @@ _WORD_PLAIN = {
     "10Percentile": "10th percentile", "90Percentile": "90th percentile",
 }  # fmt: skip
 _CAMEL = re.compile(r"\d+D|[A-Z]+(?=[A-Z][a-z]|\d|$)|[A-Z]?[a-z]+|\d+|[A-Z]+")
+# Morphometry columns (``mor_<name>``, see radspine.features.morphometry.MEASUREMENTS) in words.
+_MOR_PLAIN = {
+    "dural_sac_area_mm2": "dural sac area (mm²)", "canal_ap_mm": "canal AP diameter (mm)",
+    "canal_ap_sag_mm": "canal AP on sagittal (mm)", "foramen_area_mm2": "foramen area (mm²)",
+    "foramen_height_mm": "foramen height (mm)", "recess_depth_mm": "recess depth (mm)",
+    "disc_height_mm": "disc height (mm)", "disc_csf_t2_ratio": "disc/CSF T2 signal ratio",
+}  # fmt: skip
+# Structure-mask ROIs of radiomics columns ``rad_<series>_<roi>_...`` (radspine.features.radiomics.MASK_ROIS).
+_ROI_PLAIN = {"sac": "dural sac mask", "foramen": "foramen mask", "recess": "recess mask"}
 
 
 def _words(camel: str) -> str:
@@ -130,11 +147,15 @@ def plain_feature_name(name: str) -> str:
     if prefix == "rad":
         series, _, rest2 = rest.partition("_")
         parts = rest2.split("_")
+        roi = parts.pop(0) if len(parts) == 4 and parts[0] in _ROI_PLAIN else ""
         if series in _SERIES_PLAIN and len(parts) == 3:
             itype, cls, feat = parts
-            bits = [_SERIES_PLAIN[series], _image_type_plain(itype), f"{_CLASS_PLAIN.get(cls, cls)} {_words(feat)}"]
+            bits = [_SERIES_PLAIN[series], _ROI_PLAIN.get(roi, ""), _image_type_plain(itype),
+                    f"{_CLASS_PLAIN.get(cls, cls)} {_words(feat)}"]
             return " · ".join(b for b in bits if b)
         return name
+    if prefix == "mor" and rest in _MOR_PLAIN:
+        return _MOR_PLAIN[rest]
     if prefix == "cnn" and rest.isdigit():
         return f"CNN embedding {int(rest)}"
     if prefix == "ctx":
@@ -152,6 +173,127 @@ def plain_feature_name(name: str) -> str:
     return name
 
 
+IMAGE_PREFIXES: Final[tuple[str, ...]] = ("rad_", "mor_", "cnn_")
+
+
+def feature_kind(name: str) -> str:
+    """``"image"`` for evidence read off this level's images (``rad_``, ``mor_``, ``cnn_``), else ``"prior"``.
+
+    ``prior`` covers what the model knows before looking at the level's pixels: the level and condition
+    codes, ``geo_*`` point geometry, ``has_*`` series presence and ``ctx_*`` neighbour/other-side context.
+    """
+    return "image" if name.startswith(IMAGE_PREFIXES) else "prior"
+
+
+# ------------------------------------------------------------------------------------------ measurements
+# predictions.csv measurement column → (words, unit, decimals); order = display order.
+MEASUREMENT_LABELS: Final[dict[str, tuple[str, str, int]]] = {
+    "dural_sac_area_mm2": ("dural sac", "mm²", 0),
+    "canal_ap_mm": ("canal AP", "mm", 1),
+    "foramen_area_mm2": ("foramen", "mm²", 0),
+    "foramen_height_mm": ("foramen height", "mm", 1),
+    "recess_depth_mm": ("recess depth", "mm", 1),
+    "disc_height_mm": ("disc height", "mm", 1),
+}
+
+
+def _measurement_groups() -> dict[str, tuple[str, ...]]:
+    """Condition groups each named measurement applies to (predict's own table, so both stay in step)."""
+    from radspine.predict import MEASUREMENT_COLUMNS
+
+    assert set(MEASUREMENT_COLUMNS) == set(MEASUREMENT_LABELS), "report and predict disagree on measurements"
+    return {name: MEASUREMENT_COLUMNS[name][1] for name in MEASUREMENT_LABELS}
+
+
+def cutoff_text(name: str) -> str:
+    """Published reference cut-offs of a measurement in short words, '' when there are none.
+
+    ``dural_sac_area_mm2`` → ``ref. < 100 relative, < 75 absolute central stenosis``: the grade words the
+    cut-offs share are said once. Taken from :data:`radspine.features.morphometry.REFERENCE_CUTOFFS`.
+    """
+    from radspine.features.morphometry import REFERENCE_CUTOFFS
+
+    cuts = REFERENCE_CUTOFFS.get(name, [])
+    if not cuts:
+        return ""
+    words = [str(c["grade"]).split() for c in cuts]
+    n_common = 0
+    if len(words) > 1:
+        while all(len(w) > n_common + 1 for w in words) and len({tuple(w[-n_common - 1:]) for w in words}) == 1:
+            n_common += 1
+    parts = [f"< {float(c['below']):g} {' '.join(w[:len(w) - n_common])}" for c, w in zip(cuts, words, strict=True)]
+    tail = f" {' '.join(words[0][len(words[0]) - n_common:])}" if n_common else ""
+    return "ref. " + ", ".join(parts) + tail
+
+
+def measurement_text(name: str, value: float, reason: str = "") -> str:
+    """One measurement in words with its unit and, as context, the published cut-offs.
+
+    ``("dural_sac_area_mm2", 82.0)`` → ``dural sac 82 mm² (ref. < 100 relative, < 75 absolute central
+    stenosis)``; a NaN value → ``dural sac not measured (<reason>)``.
+    """
+    words, unit, decimals = MEASUREMENT_LABELS[name]
+    if value is None or not np.isfinite(value):
+        return f"{words} not measured ({reason or 'no reason recorded'})"
+    ref = cutoff_text(name)
+    return f"{words} {value:.{decimals}f} {unit}" + (f" ({ref})" if ref else "")
+
+
+def row_measurements(row: pd.Series) -> list[dict]:
+    """The named measurements of one prediction row that apply to its condition group.
+
+    Each is ``{"name", "value" (None when NaN), "unit", "text"}``; ``text`` is :func:`measurement_text`.
+    """
+    from radspine.constants import CONDITION_GROUP
+
+    group = CONDITION_GROUP.get(str(row["condition"]), "")
+    out = []
+    for name, groups in _measurement_groups().items():
+        if group not in groups:
+            continue
+        v = float(row.get(name, np.nan))
+        out.append({"name": name, "value": v if np.isfinite(v) else None, "unit": MEASUREMENT_LABELS[name][1],
+                    "text": measurement_text(name, v, str(row.get(f"{name}_reason", "")))})
+    return out
+
+
+def measurements_phrase(meas: list[dict], row: pd.Series | dict) -> str:
+    """The measured values with their cut-offs, then the unmeasured ones grouped by reason (said once).
+
+    E.g. ``dural sac 82 mm² (ref. …), disc height 9.5 mm; canal AP not measured (no point)``.
+    """
+    done = [m["text"] for m in meas if m["value"] is not None]
+    why: dict[str, list[str]] = {}
+    for m in meas:
+        if m["value"] is None:
+            reason = str(row.get(f"{m['name']}_reason", "")) or "no reason recorded"
+            why.setdefault(reason, []).append(MEASUREMENT_LABELS[m["name"]][0])
+    missing = [f"{', '.join(names)} not measured ({reason})" for reason, names in why.items()]
+    return "; ".join(x for x in (", ".join(done), *missing) if x)
+
+
+def _not_measured_reason(row: dict, in_file: bool, given: str) -> str:
+    """Why a measurement of a row is NaN, from what predictions.csv says about the row.
+
+    predict does not write a per-measurement reason yet, so it is inferred: the point first (no point,
+    an unusable flag), then a row graded from the priors, else the structure could not be measured.
+    """
+    from radspine.points import is_unusable
+
+    if not in_file:
+        return "not in predictions.csv"
+    if given:
+        return given
+    if int(row["series_id"]) < 0 or not np.isfinite(row["x"]):
+        return "no point"
+    flag = str(row.get("flag", ""))
+    if is_unusable(flag):
+        return f"point {flag.split(';')[0].strip()}"
+    if str(row.get("graded_from", "model")).startswith("priors"):
+        return "row graded from the priors"
+    return "structure not measurable on the patch"
+
+
 # -------------------------------------------------------------------------------------- predictions I/O
 def predictions_path(predictions: str | Path) -> Path:
     """``predictions.csv`` of a predict output folder (or the file itself)."""
@@ -164,7 +306,10 @@ def load_predictions(predictions: str | Path) -> pd.DataFrame:
 
     Returns one row per row_id with ``study_id, condition, level`` (snake keys), the three probabilities,
     ``expected_severity``, ``grade`` (argmax) and the point columns (``series_id``/``instance_number`` −1 and
-    NaN x/y when the row has no point). Raises DatasetError naming the file when it is unusable.
+    NaN x/y when the row has no point), ``flag``, ``graded_from`` (``model`` or ``priors: <reason>``),
+    ``confidence``, the named measurements of :data:`MEASUREMENT_LABELS` (NaN where not measured) and a
+    ``<name>_reason`` per measurement ('' when measured). Columns an older predict did not write get
+    defaults. Raises DatasetError naming the file when it is unusable.
     """
     from radspine.predict import expected_severity
 
@@ -198,6 +343,17 @@ def load_predictions(predictions: str | Path) -> pd.DataFrame:
     for c in ("x", "y", "world_x", "world_y", "world_z"):
         out[c] = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) if c in df else np.nan
     out["flag"] = df["flag"].fillna("").astype(str).to_numpy() if "flag" in df else ""
+    out["graded_from"] = df["graded_from"].fillna("").astype(str).to_numpy() if "graded_from" in df else "model"
+    out["confidence"] = pd.to_numeric(df["confidence"], errors="coerce").to_numpy(float) if "confidence" in df else np.nan
+    for name in MEASUREMENT_LABELS:
+        out[name] = pd.to_numeric(df[name], errors="coerce").to_numpy(float) if name in df else np.nan
+    records = out.to_dict("records")
+    for name in MEASUREMENT_LABELS:
+        given = df[f"{name}_reason"].fillna("").astype(str).tolist() if f"{name}_reason" in df else [""] * len(df)
+        out[f"{name}_reason"] = [
+            "" if np.isfinite(r[name]) else _not_measured_reason(r, name in df, g)
+            for r, g in zip(records, given, strict=True)
+        ]
     return out
 
 
@@ -230,6 +386,67 @@ class Contribution:
     feature: str
     plain: str
     value: float
+    kind: str = "image"  # "image" (rad_/mor_/cnn_) | "prior" (level, condition, ctx_/geo_/has_), see feature_kind
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a row got its grade: the top features overall and, separately, image evidence and prior/context.
+
+    The split exists because the level index alone tops most rows (some levels are simply more often
+    stenotic), which says nothing about this patient's images.
+    """
+
+    top: list[Contribution]
+    image: list[Contribution]
+    prior: list[Contribution]
+
+
+def _row_plain(feature: str, level: str, condition: str, side: str) -> str:
+    """Plain name of a feature on one row: the level/side/condition codes say which one they are."""
+    if feature in ("level_idx", "geo_level_idx"):
+        return f"level {LEVEL_NAMES.get(level, level)}"
+    if feature == "side_code" and side in ("left", "right"):
+        return f"side {side}"
+    if feature in ("condition_idx", "group_idx"):
+        return f"condition {CONDITION_SHORT.get(condition, condition).lower()}"
+    return plain_feature_name(feature)
+
+
+def _ranked(names: list[str], values: np.ndarray, top_k: int, plain) -> list[Contribution]:
+    """Top ``top_k`` non-zero contributions by |value| (stable: ties keep column order)."""
+    order = np.argsort(-np.abs(values), kind="stable")
+    picked = [j for j in order if values[j] != 0.0][:top_k]
+    return [Contribution(names[j], plain(names[j]), float(values[j]), feature_kind(names[j])) for j in picked]
+
+
+def explain_values(
+    names: list[str], values: np.ndarray, top_k: int = TOP_K, *, level: str = "", condition: str = "", side: str = ""
+) -> Explanation:
+    """Split one row's SHAP values (bias excluded) into its top features, image evidence and prior/context."""
+    values = np.asarray(values, dtype=float)
+    kinds = np.array([feature_kind(n) for n in names])
+    plain = lambda f: _row_plain(f, level, condition, side)  # noqa: E731 - a one-line closure over the row
+    img = np.flatnonzero(kinds == "image")
+    pri = np.flatnonzero(kinds == "prior")
+    return Explanation(
+        top=_ranked(names, values, top_k, plain),
+        image=_ranked([names[j] for j in img], values[img], top_k, plain),
+        prior=_ranked([names[j] for j in pri], values[pri], top_k, plain),
+    )
+
+
+def _shap_by_grade(bundle, table: pd.DataFrame, grades: pd.Series | None):
+    """Yield (table rows, SHAP frame) per predicted grade: each row's contributions toward its own grade."""
+    if grades is None:
+        probs = bundle.predict_proba(table)
+        g = probs[list(SEVERITY_COLUMNS)].to_numpy().argmax(axis=1)
+    else:
+        g = grades.reindex(table["row_id"]).fillna(0).to_numpy(dtype=int)
+    for k, col in enumerate(SEVERITY_COLUMNS):
+        rows = np.flatnonzero(g == k)
+        if rows.size:
+            yield table.iloc[rows], bundle.shap_values(table.iloc[rows], grade=col)
 
 
 def top_contributions(
@@ -240,26 +457,28 @@ def top_contributions(
     Uses :meth:`radspine.models.bundle.Bundle.shap_values` (LightGBM/XGBoost native TreeSHAP on the raw,
     pre-calibration score). The bias term is left out. Returns ``{row_id: [Contribution, ...]}``.
     """
-    if grades is None:
-        probs = bundle.predict_proba(table)
-        g = probs[list(SEVERITY_COLUMNS)].to_numpy().argmax(axis=1)
-    else:
-        g = grades.reindex(table["row_id"]).fillna(0).to_numpy(dtype=int)
     out: dict[str, list[Contribution]] = {}
-    for k, col in enumerate(SEVERITY_COLUMNS):
-        rows = np.flatnonzero(g == k)
-        if rows.size == 0:
-            continue
-        sv = bundle.shap_values(table.iloc[rows], grade=col)
+    for _, sv in _shap_by_grade(bundle, table, grades):
         names = [c for c in sv.columns if c not in ("row_id", "bias")]
         vals = sv[names].to_numpy(dtype=float)
-        order = np.argsort(-np.abs(vals), axis=1, kind="stable")[:, :top_k]
         for i, rid in enumerate(sv["row_id"]):
-            out[str(rid)] = [
-                Contribution(names[j], plain_feature_name(names[j]), float(vals[i, j]))
-                for j in order[i]
-                if vals[i, j] != 0.0
-            ]
+            out[str(rid)] = _ranked(names, vals[i], top_k, plain_feature_name)
+    return out
+
+
+def explain_rows(
+    bundle, table: pd.DataFrame, grades: pd.Series | None = None, top_k: int = TOP_K
+) -> dict[str, Explanation]:
+    """:func:`explain_values` of every row of ``table`` toward its grade; ``{row_id: Explanation}``."""
+    out: dict[str, Explanation] = {}
+    for sub, sv in _shap_by_grade(bundle, table, grades):
+        names = [c for c in sv.columns if c not in ("row_id", "bias")]
+        vals = sv[names].to_numpy(dtype=float)
+        keys = sub.set_index("row_id")
+        for i, rid in enumerate(sv["row_id"]):
+            r = keys.loc[rid]
+            out[str(rid)] = explain_values(names, vals[i], top_k, level=str(r["level"]),
+                                           condition=str(r["condition"]), side=str(r.get("side", "")))
     return out
 
 
@@ -270,8 +489,8 @@ def contributions_for(
     split: str = "test",
     features: str | Path | None = None,
     top_k: int = TOP_K,
-) -> tuple[dict[str, list[Contribution]], str]:
-    """Contributions for every predicted row, and a note for the report when they are unavailable."""
+) -> tuple[dict[str, Explanation], str]:
+    """Explanations for every predicted row, and a note for the report when they are unavailable."""
     model_dir = Path(model_dir) if model_dir else find_model_dir(predictions_dir)
     if model_dir is None:
         return {}, "no model bundle given (--model): feature contributions not shown"
@@ -292,7 +511,7 @@ def contributions_for(
     if table.empty:
         return {}, f"{fpath}: holds none of the predicted rows: feature contributions not shown"
     grades = preds.set_index("row_id")["grade"]
-    return top_contributions(bundle, table.reset_index(drop=True), grades, top_k), ""
+    return explain_rows(bundle, table.reset_index(drop=True), grades, top_k), ""
 
 
 # ------------------------------------------------------------------------------------------- rendering
@@ -315,7 +534,7 @@ class PanelInfo:
     """Where a panel ended up in the PNG (display pixels, origin bottom-left) and what it shows."""
 
     name: str
-    kind: str  # "image" | "text" | "empty"
+    kind: str  # "image" | "text" | "legend" | "empty"
     title: str
     bbox_px: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # x0, y0, x1, y1
     xlim: tuple[float, float] = (0.0, 1.0)
@@ -324,6 +543,7 @@ class PanelInfo:
     instance_number: int = -1
     image_shape: tuple[int, int] = (0, 0)
     points: list[DrawnPoint] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # text panels: the lines drawn, in order
 
 
 @dataclass
@@ -465,9 +685,12 @@ def _draw_image_panel(ax, name: str, title: str, rows: pd.DataFrame, cache: _Ser
             label += f" (Δ{p.off_plane_mm:+.1f} mm)"
         # Labels point away from the other points of the panel so they do not cover them.
         right = p.x >= np.mean(xs) if len(xs) > 1 and name.startswith("axial") else True
-        ax.annotate(label, (p.x, p.y), xytext=(7 if right else -7, 0), textcoords="offset points",
-                    ha="left" if right else "right", va="center", fontsize=6, color="white", zorder=3,
-                    bbox={"boxstyle": "square,pad=0.1", "fc": "black", "ec": "none", "alpha": 0.55})
+        # A dark box with a thin coloured edge: readable on bright CSF and dark bone alike at 72 DPI, and
+        # tied to its point's grade colour. Markers are drawn above (zorder 5) so a label never hides one.
+        ax.annotate(label, (p.x, p.y), xytext=(8 if right else -8, 0), textcoords="offset points",
+                    ha="left" if right else "right", va="center", fontsize=LABEL_FONTSIZE, color="white",
+                    weight="bold", zorder=3,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "black", "ec": p.color, "lw": 1.0, "alpha": 0.75})
         ax.plot([p.x], [p.y], linestyle="none", marker="o", markersize=7, markerfacecolor=p.color,
                 markeredgecolor="white", markeredgewidth=0.8, antialiased=False, zorder=5)
     info.points = placed
@@ -478,23 +701,93 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _draw_text_panel(ax, level: str, rows: pd.DataFrame, contribs: dict[str, list[Contribution]], note: str) -> PanelInfo:
-    """Probabilities, expected severity and top contributions of the 5 conditions of one level.
+def _signed(v: float) -> str:
+    """``+0.41`` / ``−0.0042``: small contributions keep a digit that is not zero."""
+    return f"{'+' if v > 0 else '−'}{abs(v):.2f}" if abs(v) >= 0.01 else f"{'+' if v > 0 else '−'}{abs(v):.1g}"
 
-    Two columns (canal + foramina | recesses) so 5 conditions × (1 + top-k) lines fit beside the axial slice.
+
+def _contrib_list(cs: list[Contribution]) -> str:
+    return ", ".join(f"{c.plain} ({_signed(c.value)})" for c in cs)
+
+
+def row_status(r: pd.Series | dict) -> tuple[str, str]:
+    """(short tag for the row's header, one line in words): where the grade came from and the point's flag."""
+    from radspine.points import is_unusable
+
+    src = str(r.get("graded_from", "") or "model")
+    flag = str(r.get("flag", "") or "")
+    tags, words = [], []
+    if src.startswith("priors"):
+        tags.append("PRIORS")
+        words.append(f"graded from the priors ({src.partition(':')[2].strip() or 'no reason recorded'})")
+    else:
+        words.append(f"graded by the {src}")
+    if flag and flag != "given":
+        bad = is_unusable(flag)
+        if bad:
+            tags.append("NOT LOCALISED" if flag.startswith("not localised") else "DOUBTFUL")
+        words.append(f"point {'flagged' if bad else 'note'}: {flag}")
+    return (f" [{', '.join(tags)}]" if tags else ""), " · ".join(words)
+
+
+def row_lines(r: pd.Series | dict, expl: Explanation | None, width: int = 96) -> tuple[str, list[str]]:
+    """The header and body lines of one prediction row in a level's text panel (and the index).
+
+    Body: the grade's source and point flag, the measurements with their reference cut-offs, then the
+    image evidence and, under its own heading after it, the prior/context contributions.
+    """
+    import textwrap
+
+    cond = str(r["condition"])
+    g = int(r["grade"])
+    tag, status = row_status(r)
+    conf = r.get("confidence", np.nan)
+    conf_txt = f" conf {float(conf):.2f}" if conf is not None and np.isfinite(conf) else ""
+    header = (f"{CONDITION_SHORT[cond]:<13} {SEVERITIES[g]:<11} {_probs_text(r)} sev {r['expected_severity']:.2f}"
+              f"{conf_txt}{tag or ' · model'}")
+    # The plain "graded by the model" is said by the header tag; a line only when there is more to say.
+    status = "" if status == "graded by the model" else status
+
+    def wrap(text: str) -> list[str]:
+        return textwrap.wrap(text, width=width, initial_indent="  ", subsequent_indent="      ",
+                             break_on_hyphens=False) or ["  " + text]
+
+    body = wrap(status) if status else []
+    meas = row_measurements(r)
+    if meas:
+        body += wrap("measured: " + measurements_phrase(meas, r))
+    if expl is not None:
+        body += wrap("image evidence: " + (_contrib_list(expl.image) or "none"))
+        body += wrap("prior/context: " + (_contrib_list(expl.prior) or "none"))
+    return header, body
+
+
+def _draw_text_panel(ax, level: str, rows: pd.DataFrame, contribs: dict[str, Explanation], note: str) -> PanelInfo:
+    """Per condition of one level: grade and probabilities, its source and flag, measurements, explanation.
+
+    Two columns (canal + foramina | recesses) beside the axial slice. One text artist per block (not per
+    line): text drawing dominates the render time.
     """
     from matplotlib.transforms import offset_copy
 
     ax.set_axis_off()
-    line = 8.6  # points per line at fontsize 7
+    fs = TEXT_FONTSIZE
+    line = fs * 1.2
+    bb = ax.get_position()
+    col_pt = bb.width * ax.figure.get_figwidth() * 72 / 2
+    # DejaVu Sans Mono advances 0.602 em per glyph; a few glyphs of gap before the next column.
+    width = max(40, int(col_pt / (0.602 * fs)) - 6)
+    drawn: list[str] = []
 
-    def put(col: float, i: int, text: str, color: str = "black", weight: str = "normal", indent: float = 0.0) -> None:
-        tr = offset_copy(ax.transAxes, fig=ax.figure, x=indent, y=-i * line, units="points")
-        ax.text(col, 1.0, text, transform=tr, fontsize=7, family="monospace", color=color, weight=weight,
-                va="top", ha="left", linespacing=1.0)
+    def put(col: float, i: int, text: str, color: str = "black", weight: str = "normal") -> None:
+        tr = offset_copy(ax.transAxes, fig=ax.figure, x=0.0, y=-i * line, units="points")
+        ax.text(col, 1.0, text, transform=tr, fontsize=fs, family="monospace", color=color, weight=weight,
+                va="top", ha="left", linespacing=1.2)
+        drawn.extend(text.split("\n"))
 
-    put(0.0, 0, f"{LEVEL_NAMES[level]} · P(Normal/Mild)/P(Moderate)/P(Severe) · expected severity 0–1 · "
-        "top features toward the predicted grade (TreeSHAP, raw score)", weight="bold")
+    put(0.0, 0, f"{LEVEL_NAMES[level]} · grade  P(Normal/Mild)/P(Moderate)/P(Severe)  expected severity 0–1 "
+        "· measurements with published cut-offs (context, not the grade) · TreeSHAP toward the grade",
+        weight="bold")
     columns = ((0.0, CONDITIONS[:3]), (0.5, CONDITIONS[3:]))
     for col, conds in columns:
         i = 1
@@ -505,25 +798,52 @@ def _draw_text_panel(ax, level: str, rows: pd.DataFrame, contribs: dict[str, lis
                 i += 1
                 continue
             r = sel.iloc[0]
-            g = int(r["grade"])
-            flag = f" [{_clip(str(r['flag']), 28)}]" if r.get("flag") else ""
-            put(col, i, f"{CONDITION_SHORT[cond]:<13} {SEVERITIES[g]:<11} {_probs_text(r)} sev {r['expected_severity']:.2f}{flag}",
-                color=GRADE_COLORS[g], weight="bold")
-            feats = contribs.get(r["row_id"], [])
-            if feats:
-                # One text per block (not per line): text drawing dominates the render time.
-                put(col, i + 1, "\n".join(f"{'+' if c.value > 0 else '−'}{abs(c.value):.3f}  {_clip(c.plain, 66)}"
-                                          for c in feats), indent=10)
-            i += 1 + len(feats)
-    if note:
-        put(0.5, 1 + 2 * (1 + TOP_K), _clip(note, 80), color="dimgray")
-    return PanelInfo(name=f"text_{level}", kind="text", title=LEVEL_NAMES[level])
+            header, body = row_lines(r, contribs.get(r["row_id"]), width)
+            put(col, i, header, color=GRADE_COLORS[int(r["grade"])], weight="bold")
+            put(col, i + 1, "\n".join(body))
+            i += 1 + len(body)
+        if col == 0.5 and note:
+            put(col, i, _clip(note, width), color="dimgray")
+    return PanelInfo(name=f"text_{level}", kind="text", title=LEVEL_NAMES[level], lines=drawn)
+
+
+LEGEND_LINES: Final[tuple[str, ...]] = (
+    "Point colour = predicted grade (most probable): green Normal/Mild, orange Moderate, red Severe. "
+    "Point label: level (axial: L/R side) and P(Normal/Mild)/P(Moderate)/P(Severe).",
+    "(Δ+2.0 mm) after a label: the point was predicted on another slice of the stack; it is drawn where it "
+    "projects onto the shown slice, and Δ is its signed distance from the shown slice plane in mm.",
+    "Units: areas in mm², lengths (canal AP, foramen height, recess depth, disc height) in mm. "
+    "'ref. < 100 relative, < 75 absolute ...' = published reference cut-offs (Schönström/Hamanishi, "
+    "Verbiest, Ciric, Hasegawa), shown as context only: the grade is the model's, never a cut-off.",
+    "Explanations (TreeSHAP on the raw score of the predicted grade; + pushes toward it, − away): "
+    "image evidence = radiomics, morphometry and CNN features of this level's images; prior/context = "
+    "level, condition, side, neighbour/other-side context, point geometry, series presence.",
+    "[PRIORS]: the row was graded from the training priors (reason given); [DOUBTFUL] / [NOT LOCALISED]: "
+    "the localiser's flag on the point, whose image features were then not used.",
+)
+
+
+def _draw_legend_panel(ax) -> PanelInfo:
+    """The figure's legend: grade colours (markers drawn like the points) and what labels, units mean."""
+    from matplotlib.lines import Line2D
+
+    ax.set_axis_off()
+    handles = [Line2D([], [], linestyle="none", marker="o", markersize=11, markerfacecolor=c, markeredgecolor="white")
+               for c in GRADE_COLORS]
+    ax.legend(handles, list(SEVERITIES), loc="upper left", bbox_to_anchor=(0.0, 1.0), ncol=1, fontsize=10,
+              frameon=True, title="predicted grade", title_fontsize=10)
+    import textwrap
+
+    wrapped = [w for t in LEGEND_LINES for w in textwrap.wrap(t, 235, subsequent_indent="    ")]
+    ax.text(0.105, 1.0, "\n".join(wrapped), transform=ax.transAxes, fontsize=9.5, va="top", ha="left",
+            linespacing=1.3)
+    return PanelInfo(name="legend", kind="legend", title="legend", lines=list(LEGEND_LINES))
 
 
 def build_study_figure(
     study,
     preds: pd.DataFrame,
-    contribs: dict[str, list[Contribution]] | None = None,
+    contribs: dict[str, Explanation] | None = None,
     *,
     note: str = "",
     dpi: int = DEFAULT_DPI,
@@ -536,19 +856,21 @@ def build_study_figure(
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
 
     contribs = contribs or {}
-    fig = Figure(figsize=(15.0, 18.0), dpi=dpi)
+    fig = Figure(figsize=FIGSIZE_IN, dpi=dpi)
     FigureCanvasAgg(fig)
-    gs = fig.add_gridspec(6, 3, height_ratios=[1.8, 1, 1, 1, 1, 1], left=0.02, right=0.99, top=0.95, bottom=0.01,
-                          hspace=0.28, wspace=0.06)
+    gs = fig.add_gridspec(7, 3, height_ratios=[0.42, 1.75, 1, 1, 1, 1, 1], left=0.015, right=0.99, top=0.975,
+                          bottom=0.005, hspace=0.2, wspace=0.05)
     cache = _SeriesCache(study)
     notes: list[str] = []
     panels: list[PanelInfo] = []
     axes = {}
+    ax = fig.add_subplot(gs[0, :])
+    panels.append(_draw_legend_panel(ax))
+    axes["legend"] = ax
     for j, (name, title, conds, levels) in enumerate(IMAGE_PANELS):
-        ax = fig.add_subplot(gs[0, j] if j < 3 else gs[j - 2, 0])
+        ax = fig.add_subplot(gs[1, j] if j < 3 else gs[j - 1, 0])
         rows = preds[preds["condition"].isin(conds) & preds["level"].isin(levels)]
         # Canal/foramina in level order, recesses left then right: the order the slice choice breaks ties in.
         rows = rows.assign(_c=rows["condition"].map(CONDITIONS.index), _l=rows["level"].map(LEVELS.index))
@@ -556,14 +878,10 @@ def build_study_figure(
         panels.append(_draw_image_panel(ax, name, title, rows, cache, notes))
         axes[name] = ax
     for i, lv in enumerate(LEVELS):
-        ax = fig.add_subplot(gs[i + 1, 1:])
+        ax = fig.add_subplot(gs[i + 2, 1:])
         panels.append(_draw_text_panel(ax, lv, preds[preds["level"] == lv], contribs, note if i == 0 else ""))
         axes[panels[-1].name] = ax
-    handles = [Line2D([], [], linestyle="none", marker="o", markersize=8, markerfacecolor=c, markeredgecolor="white")
-               for c in GRADE_COLORS]
-    fig.legend(handles, list(SEVERITIES), loc="upper right", ncol=3, fontsize=9, frameon=False)
-    fig.suptitle(f"Study {study.study_id} · {study.split} · point colour = predicted grade; "
-                 "labels: P(Normal/Mild)/P(Moderate)/P(Severe)", x=0.02, ha="left", fontsize=11)
+    fig.suptitle(f"Study {study.study_id} · {study.split}", x=0.015, ha="left", fontsize=13, weight="bold")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     # Extents read after the PNG is drawn, when the image aspect has been applied: what the PNG holds.
@@ -577,12 +895,19 @@ def build_study_figure(
     return buf.getvalue(), (int(w), int(h)), panels, notes
 
 
-def _row_records(preds: pd.DataFrame, contribs: dict[str, list[Contribution]]) -> list[dict]:
-    cols = ["row_id", "condition", "level", *SEVERITY_COLUMNS, "expected_severity", "grade", *POINT_COLUMNS, "flag"]
+def _row_records(preds: pd.DataFrame, contribs: dict[str, Explanation]) -> list[dict]:
+    """The JSON rows: prediction, point, source/flag, measurements (with text) and the split explanation."""
+    cols = ["row_id", "condition", "level", *SEVERITY_COLUMNS, "expected_severity", "grade", *POINT_COLUMNS, "flag",
+            "graded_from", "confidence"]
     recs = []
-    for r in preds[cols].to_dict("records"):
+    for (_, full), r in zip(preds.iterrows(), preds[cols].to_dict("records"), strict=True):
         r = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
-        r["top_features"] = [asdict(c) for c in contribs.get(r["row_id"], [])]
+        e = contribs.get(r["row_id"])
+        r["status"] = row_status(full)[1]
+        r["measurements"] = row_measurements(full)
+        r["top_features"] = [asdict(c) for c in e.top] if e else []
+        r["image_evidence"] = [asdict(c) for c in e.image] if e else []
+        r["prior_context"] = [asdict(c) for c in e.prior] if e else []
         recs.append(r)
     return recs
 
@@ -591,7 +916,7 @@ def render_study(
     study,
     preds: pd.DataFrame,
     out_dir: str | Path,
-    contribs: dict[str, list[Contribution]] | None = None,
+    contribs: dict[str, Explanation] | None = None,
     *,
     note: str = "",
     dpi: int = DEFAULT_DPI,
@@ -613,6 +938,7 @@ def render_study(
         "png": png.name,
         "size_px": list(size),
         "grade_colors": dict(zip(SEVERITIES, GRADE_COLORS, strict=True)),
+        "legend": list(LEGEND_LINES),
         "note": note,
         "notes": notes,
         "max_expected_severity": float(sp["expected_severity"].max()),
