@@ -320,3 +320,116 @@ def test_wrong_model_bundle(pred_dir: Path, phantom_root: Path, model_dir: Path,
     (d / "predict_work" / "features" / "meta.json").write_text(json.dumps({"config_hash": "other"}))
     with pytest.raises(ModelError, match="'other' differs from the model's 'fake-report'"):
         render_reports(phantom_root, d, tmp_path / "r", model_dir=model_dir, split="train", study_ids=[])
+
+
+def _panel_text(rep, level: str) -> str:
+    """A level's text panel as drawn, wrapped lines joined back (wrapping only replaced single spaces)."""
+    panel = next(p for p in rep.panels if p.name == f"text_{level}")
+    return " ".join(line.strip() for line in panel.lines)
+
+
+def test_measurement_text_and_reference_cutoffs() -> None:
+    from radspine.report import cutoff_text, measurement_text
+
+    assert measurement_text("dural_sac_area_mm2", 82.0) == (
+        "dural sac 82 mm² (ref. < 100 relative, < 75 absolute central stenosis)")
+    assert measurement_text("canal_ap_mm", 9.12) == "canal AP 9.1 mm (ref. < 12 relative, < 10 absolute stenosis)"
+    assert measurement_text("recess_depth_mm", 2.6) == "recess depth 2.6 mm (ref. < 3 suggestive of lateral recess stenosis)"
+    assert measurement_text("foramen_area_mm2", 41.0) == "foramen 41 mm²"  # no published cut-off: none invented
+    assert cutoff_text("disc_height_mm") == ""
+    assert measurement_text("dural_sac_area_mm2", float("nan"), "no point") == "dural sac not measured (no point)"
+
+
+def test_report_shows_measurements_source_and_flags(study_report, tmp_path: Path) -> None:
+    from radspine.report import write_index
+
+    rep, _, _ = study_report
+    l4 = _panel_text(rep, "l4_l5")
+    for text in ("dural sac 82 mm² (ref. < 100 relative, < 75 absolute central stenosis)",
+                 "canal AP 9.1 mm (ref. < 12 relative, < 10 absolute stenosis)",
+                 "foramen 41 mm², foramen height 14.0 mm (ref. < 15 suggestive of foraminal stenosis)",
+                 "recess depth 2.6 mm (ref. < 3 suggestive of lateral recess stenosis)", "disc height 9.5 mm"):
+        assert text in l4, text
+    assert "not measured" not in l4
+    # The first study's L5/S1 dural sac is NaN in predictions.csv: said so, with why, the rest still shown.
+    l5 = _panel_text(rep, "l5_s1")
+    assert "canal AP 9.1 mm" in l5 and "dural sac not measured (structure not measurable on the patch)" in l5
+    l1, l2 = _panel_text(rep, "l1_l2"), _panel_text(rep, "l2_l3")
+    assert "[PRIORS]" in l1 and "graded from the priors (no subarticular labels in training)" in l1
+    assert "[DOUBTFUL]" in l2 and "point flagged: doubtful: low confidence" in l2
+    assert "· model" in l4 and "conf 0.90" in l4
+    doc = json.loads(rep.json.read_text())
+    row = next(r for r in doc["rows"] if r["row_id"].endswith("spinal_canal_stenosis_l4_l5"))
+    assert [m["name"] for m in row["measurements"]] == ["dural_sac_area_mm2", "canal_ap_mm", "disc_height_mm"]
+    assert row["measurements"][0]["value"] == 82.0 and row["measurements"][0]["unit"] == "mm²"
+    assert row["graded_from"] == "model"
+    # index.html carries the same, per study and row.
+    html = (write_index(rep.json.parent)).read_text()
+    assert "dural sac 82 mm² (ref. &lt; 100 relative, &lt; 75 absolute central stenosis)" in html
+    assert "graded from the priors (no subarticular labels in training)" in html and "image evidence:" in html
+    assert "context, not the grade" in html
+
+
+def test_explanation_puts_image_evidence_before_prior() -> None:
+    from radspine.report import explain_values, row_lines
+
+    names = ["geo_level_idx", "mor_dural_sac_area_mm2", "mor_canal_ap_mm", "ctx_other_cnn_0", "cnn_1", "has_axt2",
+             "rad_axt2_sac_original_shape2D_Area"]
+    e = explain_values(names, np.array([0.9, -0.8, -0.3, 0.2, 0.05, 0.01, 0.1]), 3, level="l4_l5",
+                       condition="spinal_canal_stenosis")
+    assert e.top[0].feature == "geo_level_idx"  # the level tops the row overall …
+    assert [c.feature for c in e.image] == ["mor_dural_sac_area_mm2", "mor_canal_ap_mm", "rad_axt2_sac_original_shape2D_Area"]
+    assert [c.feature for c in e.prior] == ["geo_level_idx", "ctx_other_cnn_0", "has_axt2"]
+    row = {"condition": "spinal_canal_stenosis", "level": "l4_l5", "grade": 1, "normal_mild": 0.2, "moderate": 0.6,
+           "severe": 0.2, "expected_severity": 0.5, "graded_from": "model", "flag": "", "series_id": 1, "x": 1.0,
+           "dural_sac_area_mm2": 82.0, "canal_ap_mm": 9.1, "disc_height_mm": float("nan"),
+           "disc_height_mm_reason": "no disc band"}
+    header, body = row_lines(row, e, width=400)
+    assert header.startswith("Spinal canal  Moderate") and header.endswith("· model")
+    # … but the reader sees image evidence first, under its own heading, and the prior after it.
+    assert [b.split(":")[0].strip() for b in body] == ["measured", "image evidence", "prior/context"]
+    assert body[1].strip() == ("image evidence: dural sac area (−0.80), canal AP (−0.30), "
+                               "T2 axial · dural sac mask · shape area (+0.10)")
+    assert body[2].strip() == ("prior/context: level L4/L5 (+0.90), other side: CNN embedding 0 (+0.20), "
+                               "T2 axial present (+0.01)")
+    assert body[0].strip().endswith("disc height not measured (no disc band)")
+
+
+def test_report_explanations_split_by_kind(study_report) -> None:
+    rep, _, contribs = study_report
+    doc = json.loads(rep.json.read_text())
+    prior_graded = [r for r in doc["rows"] if r["graded_from"].startswith("priors")]
+    assert len(prior_graded) == 1 and not prior_graded[0]["top_features"]  # no model explanation for it
+    for r in (r for r in doc["rows"] if r["graded_from"] == "model"):
+        assert r["image_evidence"] and all(c["feature"].startswith(("rad_", "mor_", "cnn_")) for c in r["image_evidence"])
+        assert not any(c["feature"].startswith(("rad_", "mor_", "cnn_")) for c in r["prior_context"])
+        assert [c["feature"] for c in r["top_features"]] == [c.feature for c in contribs[r["row_id"]].top]
+    # Wherever a prior feature tops a row, the panel still lists that row's image evidence first.
+    for lv in ("l2_l3", "l3_l4", "l5_s1"):
+        text = _panel_text(rep, lv)
+        assert text.count("image evidence:") == 5 and text.count("prior/context:") == 5
+        assert text.index("image evidence:") < text.index("prior/context:")
+    assert "image evidence / prior: none (the model did not grade this row)" in _panel_text(rep, "l1_l2")
+    assert any(r["top_features"][0]["kind"] == "prior" for r in doc["rows"])
+
+
+def test_legend_explains_colours_units_and_delta(study_report) -> None:
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    from radspine.report import GRADE_COLORS
+
+    rep, _, _ = study_report
+    doc = json.loads(rep.json.read_text())
+    legend = " ".join(doc["legend"])
+    for words in ("green Normal/Mild, orange Moderate, red Severe", "mm²", "Δ is its signed distance from the shown "
+                  "slice plane in mm", "context only", "image evidence", "prior/context"):
+        assert words in legend, words
+    panel = next(p for p in rep.panels if p.kind == "legend")
+    img = imread(rep.png)[..., :3]
+    h = img.shape[0]
+    x0, y0, x1, y1 = (int(v) for v in panel.bbox_px)
+    box = img[h - y1:h - y0, x0:x1].reshape(-1, 3)
+    for c in GRADE_COLORS:
+        # Each grade's marker is in the legend, drawn in exactly the points' colour.
+        assert (np.abs(box - np.array(to_rgb(c))).max(axis=1) < 1.5 / 255).sum() > 20, c

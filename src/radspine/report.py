@@ -101,11 +101,11 @@ _WORD_PLAIN = {
 }  # fmt: skip
 _CAMEL = re.compile(r"\d+D|[A-Z]+(?=[A-Z][a-z]|\d|$)|[A-Z]?[a-z]+|\d+|[A-Z]+")
 # Morphometry columns (``mor_<name>``, see radspine.features.morphometry.MEASUREMENTS) in words.
+# No units here: the report lists the contribution in brackets after the name, the value with its unit.
 _MOR_PLAIN = {
-    "dural_sac_area_mm2": "dural sac area (mm²)", "canal_ap_mm": "canal AP diameter (mm)",
-    "canal_ap_sag_mm": "canal AP on sagittal (mm)", "foramen_area_mm2": "foramen area (mm²)",
-    "foramen_height_mm": "foramen height (mm)", "recess_depth_mm": "recess depth (mm)",
-    "disc_height_mm": "disc height (mm)", "disc_csf_t2_ratio": "disc/CSF T2 signal ratio",
+    "dural_sac_area_mm2": "dural sac area", "canal_ap_mm": "canal AP", "canal_ap_sag_mm": "canal AP on sagittal",
+    "foramen_area_mm2": "foramen area", "foramen_height_mm": "foramen height", "recess_depth_mm": "recess depth",
+    "disc_height_mm": "disc height", "disc_csf_t2_ratio": "disc/CSF T2 signal ratio",
 }  # fmt: skip
 # Structure-mask ROIs of radiomics columns ``rad_<series>_<roi>_...`` (radspine.features.radiomics.MASK_ROIS).
 _ROI_PLAIN = {"sac": "dural sac mask", "foramen": "foramen mask", "recess": "recess mask"}
@@ -710,6 +710,10 @@ def _contrib_list(cs: list[Contribution]) -> str:
     return ", ".join(f"{c.plain} ({_signed(c.value)})" for c in cs)
 
 
+def _from_priors(r: pd.Series | dict) -> bool:
+    return str(r.get("graded_from", "") or "").startswith("priors")
+
+
 def row_status(r: pd.Series | dict) -> tuple[str, str]:
     """(short tag for the row's header, one line in words): where the grade came from and the point's flag."""
     from radspine.points import is_unusable
@@ -756,7 +760,10 @@ def row_lines(r: pd.Series | dict, expl: Explanation | None, width: int = 96) ->
     meas = row_measurements(r)
     if meas:
         body += wrap("measured: " + measurements_phrase(meas, r))
-    if expl is not None:
+    if _from_priors(r):
+        # The model's SHAP for a row it did not grade would explain a grade nobody reported.
+        body += wrap("image evidence / prior: none (the model did not grade this row)")
+    elif expl is not None:
         body += wrap("image evidence: " + (_contrib_list(expl.image) or "none"))
         body += wrap("prior/context: " + (_contrib_list(expl.prior) or "none"))
     return header, body
@@ -902,7 +909,7 @@ def _row_records(preds: pd.DataFrame, contribs: dict[str, Explanation]) -> list[
     recs = []
     for (_, full), r in zip(preds.iterrows(), preds[cols].to_dict("records"), strict=True):
         r = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
-        e = contribs.get(r["row_id"])
+        e = None if _from_priors(full) else contribs.get(r["row_id"])
         r["status"] = row_status(full)[1]
         r["measurements"] = row_measurements(full)
         r["top_features"] = [asdict(c) for c in e.top] if e else []
@@ -965,7 +972,7 @@ def write_index(report_dir: str | Path) -> Path:
     failed_path = d / "failed.json"
     failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}
     path = d / "index.html"
-    write_text_atomic(path, index_html(docs, failed, GRADE_COLORS))
+    write_text_atomic(path, index_html(docs, failed, GRADE_COLORS, LEGEND_LINES))
     return path
 
 
