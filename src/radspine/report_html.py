@@ -15,22 +15,31 @@ table.rows td { font-size: 12px; }
 """
 
 
+def _signed(v: float) -> str:
+    """Same numbers as the PNG: two decimals, one significant digit below 0.01."""
+    return f"{'+' if v > 0 else '−'}{abs(v):.2f}" if abs(v) >= 0.01 else f"{'+' if v > 0 else '−'}{abs(v):.1g}"
+
+
 def _contribs(cs: list[dict]) -> str:
-    return ", ".join(f"{escape(c['plain'])} ({'+' if c['value'] > 0 else '−'}{abs(c['value']):.2g})" for c in cs) or "—"
+    return ", ".join(f"{escape(c['plain'])} ({_signed(c['value'])})" for c in cs) or "—"
 
 
 def _rows_table(d: dict, colors: tuple[str, ...]) -> str:
     """One study's rows by level: grade, source/flag, measurements (cut-offs as context), explanation."""
-    from radspine.constants import LEVEL_NAMES, SEVERITIES
+    from radspine.constants import CONDITIONS, LEVEL_NAMES, LEVELS, SEVERITIES
+
+    def order(r: dict) -> tuple[int, int]:
+        lv, c = r.get("level"), r.get("condition")
+        return (LEVELS.index(lv) if lv in LEVELS else 99, CONDITIONS.index(c) if c in CONDITIONS else 99)
 
     out = []
-    for r in d.get("rows", []):
+    for r in sorted(d.get("rows", []), key=order):
         g = int(r["grade"])
         meas = "<br>".join(escape(m["text"]) for m in r.get("measurements", [])) or "—"
         expl = (f'<span class="h">image evidence:</span> {_contribs(r.get("image_evidence", []))}<br>'
                 f'<span class="h">prior/context:</span> {_contribs(r.get("prior_context", []))}')
         out.append(
-            f"<tr><td>{escape(LEVEL_NAMES.get(r['level'], r['level']))}</td><td>{escape(r['condition'])}</td>"
+            f"<tr><td>{escape(LEVEL_NAMES.get(r['level'], r['level']))}</td><td>{escape(r['condition'].replace('_', ' '))}</td>"
             f'<td style="color:{escape(colors[g])}"><b>{escape(SEVERITIES[g])}</b> '
             f"{r['normal_mild']:.2f}/{r['moderate']:.2f}/{r['severe']:.2f}</td>"
             f"<td>{escape(r.get('status', ''))}</td><td>{meas}</td><td>{expl}</td></tr>"
