@@ -80,7 +80,8 @@ class EmbeddingConfig(BaseModel):
     )
     weights_path: Path | None = Field(None, description="local timm state dict; nothing is ever downloaded")
     freeze_stages: int = Field(
-        6, ge=0, description="stem + this many leading backbone stages frozen (BN in eval mode); 0 = fine-tune all"
+        6, ge=0, description="stem + this many leading backbone stages frozen (BN in eval mode) when pretrained "
+        "weights are loaded; 0 = fine-tune all (a randomly initialised network always trains whole)"
     )
     cache_frozen: bool = Field(
         True,
@@ -361,7 +362,8 @@ class CnnEmbedder:
         model = self.model_
         n = x.shape[0]
         bs = min(cfg.batch_size, n)
-        frozen = freeze_stages(model, cfg.freeze_stages)
+        # Freezing only makes sense for pretrained filters: a randomly initialised network trains whole.
+        frozen = freeze_stages(model, cfg.freeze_stages if self.weights_.get("sha256") else 0)
         yt, wt = torch.from_numpy(y), torch.from_numpy(w.astype(np.float32))
         cached = self._prefix_split()
         if cached is not None:

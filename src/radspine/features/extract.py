@@ -111,8 +111,8 @@ def extract_features(
         embedders_dir: trained CNN embedders for the test split (default ``OUT/embedders``).
         locate: localise studies that have no given points from their own decoded volumes (predict:
             a bound ``Localizer.predict_volumes``); ``locate_id`` names that localizer in the cache key.
-        points_out: with ``locate``, write every point graded at (given and located) here in the points
-            CSV format (+ ``_detail.csv``).
+        points_out: write every point graded at (given and located) here in the points CSV format
+            (+ ``_detail.csv``).
 
     Returns:
         The meta dict written to ``meta.json``: config_hash, split, points (+ points_hash), versions,
@@ -233,7 +233,7 @@ def extract_features(
         # Summed over this run's studies (worker CPU seconds, not wall): where the per-study time goes.
         "profile_s": _profile(results, {int(it[0].study_id) for it in todo}, t_cnn),
     }
-    if locate is not None and points_out is not None:
+    if points_out is not None:
         meta["points_csv"] = str(_write_graded_points(studies, results, by_study, points_out))
     write_json_atomic(out / "meta.json", meta)
     return meta
