@@ -126,7 +126,10 @@ def test_foraminal_only_sagittal_t1_only(base_data: Path, tmp_path: Path) -> Non
     assert details.loc[details["group"] == "subarticular", "graded_from"].str.startswith("priors").all()
 
 
-def test_axial_covering_only_lower_discs(base_data: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def lower_axial_run(base_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Axial stacks cut to L4/L5–L5/S1 in both splits, trained and predicted once: (data, work, submission)."""
+    tmp_path = tmp_path_factory.mktemp("lower")
     root = _copy(base_data, tmp_path / "data")
     marks = pd.read_csv(root / "synth_landmarks.csv")
     sd = pd.concat([pd.read_csv(root / f"{s}_series_descriptions.csv").assign(split=s) for s in ("train", "test")])
@@ -139,11 +142,16 @@ def test_axial_covering_only_lower_discs(base_data: Path, tmp_path: Path) -> Non
                 f.unlink()
                 removed += 1
     assert removed > 0
-    trained, pred, out = _train_and_predict(root, tmp_path / "w")
+    _, _, out = _train_and_predict(root, tmp_path / "w")
+    return root, tmp_path / "w", out
+
+
+def test_axial_covering_only_lower_discs(lower_axial_run: tuple[Path, Path, Path]) -> None:
+    root, work, out = lower_axial_run
     details = _check_complete(root, out)
     sub = details[details["group"] == "subarticular"].set_index(["study_id", "condition", "level"])
     # Upper levels have no axial slice near them: never a patch from another level.
-    feats = pd.read_parquet(tmp_path / "w" / "pw" / "features" / "features.parquet")
+    feats = pd.read_parquet(work / "pw" / "features" / "features.parquet")
     upper = feats[(feats["group"] == "subarticular") & feats["level"].isin(["l1_l2", "l2_l3"])]
     assert (upper["geo_inside_subarticular"] == 0).all()
     rad = [c for c in feats.columns if c.startswith("rad_axt2_original_firstorder")]
@@ -152,10 +160,9 @@ def test_axial_covering_only_lower_discs(base_data: Path, tmp_path: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def full_bundle(base_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("fullbundle")
-    _train_and_predict(base_data, work)
-    return work / "model"
+def full_bundle(lower_axial_run: tuple[Path, Path, Path]) -> Path:
+    """A bundle trained on every condition (the lower-axial variant's): the prediction-side cases reuse it."""
+    return lower_axial_run[1] / "model"
 
 
 def _predict_on(root: Path, model: Path, work: Path) -> tuple[dict, pd.DataFrame]:

@@ -29,6 +29,7 @@ class DemoOptions:
     seed: int = 0
     workers: int | None = None
     localizer_epochs: int | None = None
+    localizer_init: str | None = None  # "shipped": fine-tune the packaged localizer instead of training cold
     cnn_epochs: int | None = None
     ablations: bool = True
     reports: bool = True
@@ -77,6 +78,7 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trained = pipeline.train(
         data, model, work / "train", config=cfg, workers=opts.workers, seed=opts.seed, quiet=opts.quiet,
+        localizer_init=opts.localizer_init,
         tune_options=load_tune_config(trials=opts.trials, seed=opts.seed, ablations=opts.ablations, plots=True),
     )
     timings.update(trained["seconds"])
