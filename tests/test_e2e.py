@@ -176,7 +176,7 @@ def test_doubtful_points_get_no_image_features(demo_run: dict, tmp_path: Path) -
 
     root = Path(demo_run["out"])
     path, pts = _points_copy(demo_run, tmp_path / "given")
-    det = pd.read_csv(detail_path(root / "points.csv"), keep_default_na=False, na_values=[""])
+    det = pd.read_csv(detail_path(root / "points.csv"), dtype={"flag": str}, keep_default_na=False)
     sid = int(pts["study_id"].iloc[0])
     hit = (det["study_id"] == sid) & (det["condition"] == "Spinal Canal Stenosis") & (det["level"] == "L5/S1")
     det.loc[hit, "flag"] = "doubtful: 76 mm below L4/L5"
