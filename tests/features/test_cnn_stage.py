@@ -114,3 +114,19 @@ def test_oof_folds_argument_is_checked() -> None:
     y = np.array([grades[r] for r in ids])
     with pytest.raises(ValueError, match="folds has 3 values for 36 patches"):
         E.oof_embeddings(x, y, base["study_id"].to_numpy(), _cfg().embeddings, folds=np.zeros(3))
+
+
+def test_small_dataset_gets_fewer_pca_dims_not_an_error() -> None:
+    """A partial dataset with few patches per fold: the CNN keeps going with fewer PCA axes (same for all)."""
+    from radspine.features.embeddings import EmbeddingConfig, oof_embeddings
+
+    rng = np.random.default_rng(0)
+    x = rng.random((9, 1, 16, 16)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2], dtype=float)
+    groups = np.arange(9) // 3
+    cfg = EmbeddingConfig(backbone="resnet10t", backbone_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
+                          pretrained="none", freeze_stages=0, image_size=16, epochs=1, batch_size=4,
+                          num_threads=1, device="cpu", pca_dims=16)
+    oof, full = oof_embeddings(x, y, groups, cfg, folds=groups)
+    assert full.cfg.pca_dims == 5 and oof.shape == (9, 3 + 5)
+    assert np.isfinite(oof).all()

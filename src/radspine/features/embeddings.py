@@ -669,6 +669,13 @@ def oof_embeddings(
             splits = list(splitter.split(np.zeros(n), strata, groups))
     folds = np.full(n, -1, dtype=np.int64)
     oof: np.ndarray | None = None
+    # PCA cannot have more axes than a fold has rows: a small (partial) dataset gets fewer CNN dims, the
+    # same for every fold and the saved network, instead of an error.
+    smallest = min([n, *(tr.size for tr, _ in splits)])
+    if cfg.pca_dims and cfg.pca_dims > smallest - 1:
+        k = max(1, smallest - 1)
+        log.warning("CNN: %d patches in the smallest fold; pca_dims %d -> %d", smallest, cfg.pca_dims, k)
+        cfg = cfg.model_copy(update={"pca_dims": k})
     full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed)
     n_prob = 3 if cfg.append_proba else 0
     align = cfg.align_folds and full.n_features_out_ > n_prob
