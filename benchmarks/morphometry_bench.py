@@ -30,7 +30,8 @@ def main() -> None:
 
     from radspine.features.morphometry import measure_detailed
     from radspine.geometry import nearest_stack, pixel_to_world
-    from radspine.io.dataset import Dataset, read_study
+    from radspine.io.dataset import Dataset
+    from radspine.io.volumes import load_study_volumes
     from radspine.patches import PatchConfig, extract_patch
     from radspine.synth import QuirkConfig, make_dataset, study_patients
     from radspine.synth.anatomy import LEVEL_DISC
@@ -45,18 +46,14 @@ def main() -> None:
         cfg = PatchConfig()
         rows, t_total = [], 0.0
         for st in ds.studies("train"):
-            vols, _ = read_study(st)
-            by_type: dict[str, list] = {}
-            for s in st.series:
-                by_type.setdefault(s.description, []).extend(vols.get(s.series_id, []))
-            allv = [v for vs in by_type.values() for v in vs]
+            vols = load_study_volumes(st)
             p = pats[st.study_id]
             for r in ds.coordinates[ds.coordinates.study_id == st.study_id].itertuples():
-                vol = next(v for v in allv if v.series_id == r.series_id and np.any(v.instance_numbers == r.instance_number))
+                vol = vols.find(int(r.series_id), int(r.instance_number))
                 pt = pixel_to_world(vol, float(r.x), float(r.y), vol.slice_index(int(r.instance_number)))
                 patches = {}
                 for name, spec in cfg.specs_for(r.condition).items():
-                    v, pr, inside = nearest_stack(by_type[spec.series], pt)
+                    v, pr, inside = nearest_stack(vols.stacks(spec.series), pt)
                     patches[name] = extract_patch(v, pt, spec) if inside and abs(pr.distance_mm) <= 8 else None
                 t0 = time.perf_counter()
                 res = measure_detailed(r.condition, patches)
