@@ -94,6 +94,35 @@ def test_continuous_index_between_slices(oblique):
     assert (k, y, x) == pytest.approx((2.25, 6.0, 5.0), abs=1e-6)
 
 
+def test_grid_index_equals_continuous_index_of_the_grid_points(oblique):
+    """The broadcast grid index is the index of the grid's world points, on an oblique stack with uneven
+    slice spacing and a grid running past the stack (k outside [0, n − 1])."""
+    uneven = Volume(
+        pixels=oblique.pixels, positions=oblique.positions + np.array([0, 0.4, 1.1, 0.2, -0.3, 0])[:, None]
+        * oblique.normal, row_cosine=oblique.row_cosine, col_cosine=oblique.col_cosine,
+        pixel_spacing=oblique.pixel_spacing, instance_numbers=oblique.instance_numbers,
+    )  # fmt: skip
+    rng = np.random.default_rng(3)
+    du, dv = rng.normal(size=3) * 1.7, rng.normal(size=3) * 0.9
+    centre = G.volume_center(uneven) + 2.0 * uneven.normal
+    rows, cols = 7, 11
+    rs = np.arange(rows) - (rows - 1) / 2
+    cs = np.arange(cols) - (cols - 1) / 2
+    world = centre + cs[None, :, None] * du + rs[:, None, None] * dv
+    got = G.grid_index(uneven, centre, du, dv, rows, cols)
+    want = G.continuous_index(uneven, world)
+    assert got.shape == (rows, cols, 3)
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    assert got[..., 0].min() < 0 or got[..., 0].max() > len(uneven.positions) - 1  # the grid leaves the stack
+
+
+def test_volume_geometry_cache_is_read_only(oblique):
+    """normal / slice offsets are computed once per Volume and cannot be changed through the cached arrays."""
+    assert oblique.normal is oblique.normal
+    with pytest.raises(ValueError):
+        oblique.slice_offsets[0] = 0.0
+
+
 def test_side_of_uses_world_x_only():
     # LPS: +x is patient left, whatever the array orientation.
     assert G.side_of(np.array([12.0, 0, 0]), 0.0) == "left"

@@ -52,8 +52,37 @@ def continuous_index(vol: Volume, points: np.ndarray) -> np.ndarray:
     """
     pts = np.asarray(points, dtype=np.float64)
     row_mm, col_mm = vol.pixel_spacing
+    k = slice_coordinate(vol, pts @ vol.normal)
+    rel = pts - vol.positions[0]
+    x = rel @ vol.row_cosine / col_mm
+    y = rel @ vol.col_cosine / row_mm
+    return np.stack([k, y, x], axis=-1)
+
+
+def grid_index(vol: Volume, centre: np.ndarray, du: np.ndarray, dv: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
+    """Continuous index (n_rows, n_cols, 3) = (k, y, x) of the planar grid ``centre + (c − c0)·du + (r − r0)·dv``
+    (r0, c0 = the grid's centre pixel), equal to :func:`continuous_index` of its world points but computed
+    per axis by broadcasting, without materialising the (rows, cols, 3) world points."""
+    centre, du, dv = (np.asarray(a, dtype=np.float64) for a in (centre, du, dv))
+    cs = np.arange(n_cols, dtype=np.float64) - (n_cols - 1) / 2.0
+    rs = np.arange(n_rows, dtype=np.float64) - (n_rows - 1) / 2.0
+    row_mm, col_mm = vol.pixel_spacing
+    rel = centre - vol.positions[0]
+    out = np.empty((n_rows, n_cols, 3), dtype=np.float64)
+    d = (centre @ vol.normal) + cs[None, :] * (du @ vol.normal) + rs[:, None] * (dv @ vol.normal)
+    out[..., 0] = slice_coordinate(vol, d)
+    for j, (axis, mm) in ((1, (vol.col_cosine, row_mm)), (2, (vol.row_cosine, col_mm))):
+        out[..., j] = ((rel @ axis) + cs[None, :] * (du @ axis) + rs[:, None] * (dv @ axis)) / mm
+    return out
+
+
+def slice_coordinate(vol: Volume, d: np.ndarray) -> np.ndarray:
+    """Continuous slice index of plane offsets ``d`` (mm along the normal, as ``point @ vol.normal``).
+
+    Interpolated between slice planes (uneven spacing); up to half a slice (and beyond, linearly) outside
+    the stack so edge slices are reachable."""
+    d = np.asarray(d, dtype=np.float64)
     offsets = vol.slice_offsets
-    d = pts @ vol.normal
     if len(offsets) > 1:
         k = np.interp(d, offsets, np.arange(len(offsets), dtype=np.float64), left=np.nan, right=np.nan)
         # Allow half a slice outside the stack (extrapolate linearly) so edge slices are reachable.
@@ -65,10 +94,7 @@ def continuous_index(vol: Volume, points: np.ndarray) -> np.ndarray:
     else:
         sp = vol.slice_thickness or 1.0
         k = (d - offsets[0]) / sp
-    rel = pts - vol.positions[0]
-    x = rel @ vol.row_cosine / col_mm
-    y = rel @ vol.col_cosine / row_mm
-    return np.stack([k, y, x], axis=-1)
+    return k
 
 
 def project_point(vol: Volume, point: np.ndarray) -> Projection:

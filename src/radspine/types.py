@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,12 @@ class Study:
         return [s for s in self.series if s.description == description]
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """A cached array made read-only, so no caller can change a Volume's geometry through it."""
+    a.flags.writeable = False
+    return a
+
+
 @dataclass(frozen=True, eq=False)
 class Volume:
     """One geometrically consistent stack of parallel slices of a series.
@@ -55,22 +62,22 @@ class Volume:
     slice_thickness: float | None = None
     meta: dict = field(default_factory=dict)  # optional vendor tags (Manufacturer, MagneticFieldStrength...)
 
-    @property
+    @cached_property  # geometry is immutable; samplers ask for these per plane
     def normal(self) -> np.ndarray:
         """Unit slice normal = row_cosine × col_cosine (direction of increasing k)."""
         n = np.cross(self.row_cosine, self.col_cosine)
-        return n / np.linalg.norm(n)
+        return _frozen(n / np.linalg.norm(n))
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.pixels.shape)  # type: ignore[return-value]
 
-    @property
+    @cached_property  # geometry is immutable; samplers ask for these per plane
     def slice_offsets(self) -> np.ndarray:
         """Signed position of each slice along the normal (mm), increasing with k."""
-        return self.positions @ self.normal
+        return _frozen(self.positions @ self.normal)
 
-    @property
+    @cached_property  # geometry is immutable; samplers ask for these per plane
     def slice_spacing(self) -> float:
         """Median distance between adjacent slice planes measured from positions (mm); 0 for one slice."""
         if len(self.positions) < 2:

@@ -49,6 +49,62 @@ def test_out_of_stack_planes_read_zero():
     assert np.all(img[0] == 0) and img[1].max() > 0.5
 
 
+def test_coarse_grid_low_pass_matches_a_gaussian_and_reads_the_same_world_point():
+    """The block-mean + Gaussian anti-alias filter of a coarse grid equals the Gaussian it stands in for:
+    the 4 mm canonical image of a fine-matrix stack matches a plain Gaussian-filtered reference, and a
+    rectangular grid reads the same pixels as the square one where they overlap."""
+    from scipy import ndimage
+
+    from radspine.localize.canon import _low_pass
+
+    rng = np.random.default_rng(1)
+    img = ndimage.gaussian_filter(rng.random((3, 240, 240)).astype(np.float32), (0, 3, 3))
+    ratio = 5.0
+    small, f = _low_pass(img, ratio)
+    assert f == 4 and small.shape == (3, 60, 60)
+    ref = ndimage.gaussian_filter(img, (0, 0.4 * ratio, 0.4 * ratio), mode="nearest")
+    # Block centres sit at f·j + (f − 1)/2 in stack pixels.
+    centres = np.arange(60) * f + (f - 1) / 2
+    ref_at = ndimage.map_coordinates(ref[1], np.meshgrid(centres, centres, indexing="ij"), order=1)
+    core = (slice(4, 56), slice(4, 56))
+    span = ref_at[core].max() - ref_at[core].min()
+    diff = np.abs(small[1][core] - ref_at[core]) / span
+    assert np.sqrt(np.mean(diff**2)) < 0.02 and diff.max() < 0.08, (np.sqrt(np.mean(diff**2)), diff.max())
+    assert np.corrcoef(small[1][core].ravel(), ref_at[core].ravel())[0, 1] > 0.99
+
+    vols, _, _ = make_toy_study(4, 2)
+    fr = PlaneFrame.build(vols.sag_t2, "sagittal", 2.0, 32)
+    sq = fr.with_grid(2.0, 32)
+    rect = fr.with_grid(2.0, 32, 16)
+    d = np.array([float(np.mean(fr.offset_range()))])
+    a, b = sq.sample(d, channel_offset=3.0), rect.sample(d, channel_offset=3.0)
+    assert b.shape == (1, 3, 32, 16)
+    np.testing.assert_allclose(a[..., 8:24], b, atol=1e-6)
+    p = rect.to_world(d[0], 5.0, 7.0)
+    assert np.allclose(rect.to_frame(p), [d[0], 5.0, 7.0])
+
+
+def test_shared_channel_planes_are_sampled_once():
+    """Planes one channel offset apart share their channel planes: the channels equal those of single
+    samples, and each distinct plane is read once."""
+    vols, _, _ = make_toy_study(5, 2)
+    fr = PlaneFrame.build(vols.sag_t2, "sagittal", 2.0, 32)
+    mid = float(np.mean(fr.offset_range()))
+    ds = mid + 3.0 * np.arange(-2, 3)
+    calls = []
+    orig = fr._sample_planes
+
+    def spy(d, s):
+        calls.append(len(d))
+        return orig(d, s)
+
+    object.__setattr__(fr, "_sample_planes", spy)
+    both = fr.sample(ds, channel_offset=3.0)
+    assert calls == [len(ds) + 2]
+    for i, d in enumerate(ds):
+        np.testing.assert_allclose(both[i], fr.sample(np.array([d]), channel_offset=3.0)[0], atol=1e-6)
+
+
 def test_robust_normalise_is_scale_invariant():
     rng = np.random.default_rng(0)
     x = rng.gamma(2.0, 1.0, (4, 16, 16)).astype(np.float32)

@@ -21,7 +21,10 @@ class LocalizerConfig(BaseModel):
     # Sagittal canonical plane: columns along world +y (anterior→posterior), rows along world −z.
     sag_spacing_mm: float = Field(4.0, gt=0)  # coarse whole-FOV pass (and the coarsest training scale)
     sag_fine_spacing_mm: float = Field(2.0, gt=0)  # fine pass around the found spine (finest training scale)
-    sag_fine_window_mm: float = Field(256.0, gt=0)  # side of the fine-pass window (mm)
+    sag_fine_window_mm: float = Field(256.0, gt=0)  # head-feet side of the fine-pass window (mm)
+    # Anterior-posterior side of the fine-pass window (mm): vertebral bodies, canal and posterior elements
+    # with room for the foramina's prior; the training crops (64 px at 2-4 mm) are no wider.
+    sag_fine_width_mm: float = Field(160.0, gt=0)
     sag_size: int = Field(64, ge=16)  # training crop (px)
     sag_depth: int = Field(4, ge=2, le=5)
     # Axial canonical crop around the level centre: columns along world +x, rows along world +y.
@@ -31,7 +34,8 @@ class LocalizerConfig(BaseModel):
     # Input channels: planes at −o, 0, +o mm along the slice normal (interpolated between slices).
     channel_offset_mm: float = Field(3.0, ge=0)
     # Sagittal planes are scanned at this step (mm) across the stack at inference (fine pass; coarse uses 2x).
-    slice_step_mm: float = Field(2.0, gt=0)
+    # Equal to channel_offset_mm by default so neighbouring planes share their channel planes (sampled once).
+    slice_step_mm: float = Field(3.0, gt=0)
     # Gaussian targets: in-plane sigma (mm) and across-plane sigma (mm).
     sigma_mm: float = Field(5.0, gt=0)
     sigma_slice_mm: float = Field(3.0, gt=0)

@@ -53,6 +53,8 @@ SUBS = ("left_subarticular_stenosis", "right_subarticular_stenosis")
 SIDE_CONDITIONS = FORA + SUBS
 # Calibration heads: which raw peak scores share one calibration curve.
 HEAD_OF = {CANAL: "canal", FORA[0]: "foramina", FORA[1]: "foramina", SUBS[0]: "subarticular", SUBS[1]: "subarticular"}
+# LocalizerConfig fields that only steer inference: a loaded model takes them from the current defaults.
+INFERENCE_ONLY = ("slice_step_mm", "sag_fine_window_mm", "sag_fine_width_mm")
 # Fine-pass search radius (mm) around each level's coarse point.
 REFINE_RADIUS_MM = 14.0
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -183,6 +185,9 @@ class Localizer:
             if version != FORMAT_VERSION:
                 raise ModelError(f"{path}: localizer format {version} != {FORMAT_VERSION} (retrain the localizer)")
             cfg = LocalizerConfig(**state["config"])
+            # How a trained net is applied is the code's business, not the saved model's (an older bundle
+            # would otherwise keep an older, slower scan step forever).
+            cfg = cfg.model_copy(update={f: LocalizerConfig.model_fields[f].default for f in INFERENCE_ONLY})
             if device is not None:
                 cfg = cfg.model_copy(update={"device": device})
             sag = ax = None
@@ -211,8 +216,9 @@ class Localizer:
     def _scan(self, frame: PlaneFrame, step: float, shift: tuple[float, float]) -> Scan:
         lo, hi = frame.offset_range()
         n = max(int(np.floor((hi - lo) / step)) + 1, 1)
-        # Evenly spaced planes spanning the stack: the slice count and thickness do not matter.
-        ds = np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2])
+        # Planes exactly ``step`` apart centred on the stack (slice count and thickness do not matter); with
+        # step = channel offset, neighbouring planes share their channel planes and each is sampled once.
+        ds = (lo + hi) / 2 + step * (np.arange(n) - (n - 1) / 2)
         imgs = frame.sample(ds, np.tile(np.asarray(shift, float), (len(ds), 1)), self.cfg.channel_offset_mm)
         return Scan(frame, ds, self._heatmaps(self.sag_net, imgs), (float(shift[0]), float(shift[1])))
 
@@ -221,8 +227,9 @@ class Localizer:
         cfg = self.cfg
         base = PlaneFrame.build(vol, "sagittal", cfg.sag_spacing_mm, 2**cfg.sag_depth)
         u0, u1, v0, v1 = base.extent()
-        side = max(u1 - u0, v1 - v0) + 2 * cfg.sag_spacing_mm
-        frame = base.with_grid(cfg.sag_spacing_mm, _grid_size(side, cfg.sag_spacing_mm, cfg.sag_depth))
+        pad = 2 * cfg.sag_spacing_mm
+        frame = base.with_grid(cfg.sag_spacing_mm, _grid_size(v1 - v0 + pad, cfg.sag_spacing_mm, cfg.sag_depth),
+                               _grid_size(u1 - u0 + pad, cfg.sag_spacing_mm, cfg.sag_depth))  # fmt: skip
         return self._scan(frame, 2 * cfg.slice_step_mm, ((u0 + u1) / 2, (v0 + v1) / 2))
 
     def sagittal_scan(self, vol: Volume) -> tuple[Scan, Scan, dict[str, np.ndarray]]:
@@ -234,8 +241,9 @@ class Localizer:
         centre = np.mean(np.stack(list(pts.values())), axis=0)
         rel = centre - coarse.frame.origin
         shift = (float(rel @ coarse.frame.u), float(rel @ coarse.frame.v))
-        size = _grid_size(cfg.sag_fine_window_mm, cfg.sag_fine_spacing_mm, cfg.sag_depth)
-        fine = self._scan(coarse.frame.with_grid(cfg.sag_fine_spacing_mm, size), cfg.slice_step_mm, shift)
+        rows = _grid_size(cfg.sag_fine_window_mm, cfg.sag_fine_spacing_mm, cfg.sag_depth)
+        cols = _grid_size(cfg.sag_fine_width_mm, cfg.sag_fine_spacing_mm, cfg.sag_depth)
+        fine = self._scan(coarse.frame.with_grid(cfg.sag_fine_spacing_mm, rows, cols), cfg.slice_step_mm, shift)
         return coarse, fine, pts
 
     @property
@@ -262,8 +270,9 @@ class Localizer:
         if near is None:
             return None
         _, row, col = scan.px(near[lv])
-        g = np.arange(scan.frame.size, dtype=np.float64)
-        r2 = ((g[:, None] - row) ** 2 + (g[None, :] - col) ** 2) * scan.frame.spacing**2
+        gr = np.arange(scan.frame.size, dtype=np.float64)
+        gc = np.arange(scan.frame.width, dtype=np.float64)
+        r2 = ((gr[:, None] - row) ** 2 + (gc[None, :] - col) ** 2) * scan.frame.spacing**2
         return r2 <= REFINE_RADIUS_MM**2
 
     def _ordered(self, maps: np.ndarray, spacing: float) -> list[tuple[int, int]] | None:
@@ -334,14 +343,15 @@ class Localizer:
         """Left/right foramen per level near its level anchor; returns (left, right, raw scores, notes)."""
         ds, heat = scan.ds, scan.heat
         left, right, scores, notes = {}, {}, {}, []
-        size, sp = scan.frame.size, scan.frame.spacing
-        grid = np.arange(size, dtype=np.float64) * sp
+        sp = scan.frame.spacing
+        grid_r = np.arange(scan.frame.size, dtype=np.float64) * sp
+        grid_c = np.arange(scan.frame.width, dtype=np.float64) * sp
         for li, lv in enumerate(LEVELS):
             mid, crow, ccol = scan.px(anchors[lv])
             # A foramen lies beside its own disc: weight its heatmap by a Gaussian prior around the anchor of
             # the same level, so the level of a foramen can never disagree with the canal's.
-            prior = np.exp(-((grid - crow * sp) ** 2) / (2 * self.cfg.foramen_prior_z_mm**2))[:, None] * np.exp(
-                -((grid - ccol * sp) ** 2) / (2 * self.cfg.foramen_prior_y_mm**2)
+            prior = np.exp(-((grid_r - crow * sp) ** 2) / (2 * self.cfg.foramen_prior_z_mm**2))[:, None] * np.exp(
+                -((grid_c - ccol * sp) ** 2) / (2 * self.cfg.foramen_prior_y_mm**2)
             )[None, :]
             weighted = heat[:, 5 + li : 6 + li] * prior[None, None]
             # Frame normal points to world +x = patient left, so larger offsets are the patient's left.
