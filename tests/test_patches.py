@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -51,7 +53,7 @@ def _with_blob(
         px[k] = 100.0 * np.exp(-d2 / (2 * sigma_mm**2))
     px += 1.0  # background, so percentiles are not degenerate
     px[0, 0, 0] = 0.0
-    return Volume(**{**vol.__dict__, "pixels": px})
+    return replace(vol, pixels=px)
 
 
 def _centroid(img2d: np.ndarray) -> np.ndarray:
@@ -119,9 +121,7 @@ def test_mm_size_is_honoured_across_pixel_spacings():
 
 def test_outside_is_padded_and_flagged():
     vol = _volume(*SAGITTAL, shape=(3, 40, 40))
-    vol = Volume(
-        **{**vol.__dict__, "pixels": np.random.default_rng(0).uniform(10, 20, (3, 40, 40)).astype(np.float32)}
-    )
+    vol = replace(vol, pixels=np.random.default_rng(0).uniform(10, 20, (3, 40, 40)).astype(np.float32))
     corner = pixel_to_world(vol, 0, 0, 1)  # top-left voxel centre: ~1/4 of the in-plane grid is inside
     spec = PatchSpec(series=SAG_T2, size_mm=(20.0, 20.0), spacing_mm=1.0, roi_size_mm=(20.0, 20.0))
     p = extract_patch(vol, corner, spec)
@@ -134,12 +134,22 @@ def test_outside_is_padded_and_flagged():
     assert q.inside_fraction == 0.0 and not q.image.any() and not q.mask.any()
 
 
+def test_large_volume_percentiles_come_from_a_strided_sample_that_matches_the_full_one():
+    rng = np.random.default_rng(4)
+    px = rng.gamma(2.0, 300.0, (12, 512, 512)).astype(np.float32)
+    px[:, :, :40] = 0.0  # a dark band on the columns: a row-aligned stride would over- or under-sample it
+    vol = replace(_volume(*SAGITTAL, shape=(12, 512, 512)), pixels=px)
+    lo, hi = intensity_range(vol, (1, 99))
+    flo, fhi = np.percentile(px, (1, 99))
+    assert abs(lo - flo) <= 0.01 * (fhi - flo) and abs(hi - fhi) <= 0.01 * (fhi - flo)
+
+
 def test_normalisation_uses_robust_percentiles_and_is_cached():
     rng = np.random.default_rng(1)
     vol = _volume(*SAGITTAL, shape=(4, 30, 30))
     px = rng.uniform(100, 200, (4, 30, 30)).astype(np.float32)
     px[0, 0, 0] = 1e6  # one outlier must not set the scale
-    vol = Volume(**{**vol.__dict__, "pixels": px})
+    vol = replace(vol, pixels=px)
     lo, hi = intensity_range(vol, (1, 99))
     assert 100 <= lo < 105 and 195 < hi <= 200
     assert intensity_range(vol, (1, 99)) == (lo, hi)
@@ -153,9 +163,7 @@ def test_normalisation_uses_robust_percentiles_and_is_cached():
 
 def test_determinism_and_jitter():
     vol = _volume(*OBLIQUE_AXIAL, shape=(5, 50, 50))
-    vol = Volume(
-        **{**vol.__dict__, "pixels": np.random.default_rng(2).normal(size=(5, 50, 50)).astype(np.float32)}
-    )
+    vol = replace(vol, pixels=np.random.default_rng(2).normal(size=(5, 50, 50)).astype(np.float32))
     spec = PatchConfig().subarticular
     c = pixel_to_world(vol, 20.3, 24.7, 2)
     a, b = extract_patch(vol, c, spec), extract_patch(vol, c, spec)

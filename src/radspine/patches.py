@@ -142,6 +142,17 @@ _RANGE_CACHE: weakref.WeakKeyDictionary[Volume, dict[tuple[float, float], tuple[
 )
 
 
+_PERCENTILE_SAMPLE = 1_000_000
+
+
+def _prime_at_least(n: int) -> int:
+    """The smallest prime ≥ n (n small: a stride)."""
+    n = max(int(n), 2)
+    while any(n % d == 0 for d in range(2, int(n**0.5) + 1)):
+        n += 1
+    return n
+
+
 def intensity_range(vol: Volume, percentiles: tuple[float, float] = (1.0, 99.0)) -> tuple[float, float]:
     """Robust (lo, hi) intensities of a volume (percentiles of its finite voxels), cached per volume.
 
@@ -150,7 +161,11 @@ def intensity_range(vol: Volume, percentiles: tuple[float, float] = (1.0, 99.0))
     per_vol = _RANGE_CACHE.setdefault(vol, {})
     key = (float(percentiles[0]), float(percentiles[1]))
     if key not in per_vol:
-        px = np.asarray(vol.pixels, dtype=np.float32)
+        px = np.asarray(vol.pixels, dtype=np.float32).ravel()
+        if px.size > 2 * _PERCENTILE_SAMPLE:
+            # A prime stride (never a multiple of a row length) over ≥ 1M voxels pins the 1st/99th
+            # percentiles far below a grey level, at a fifth of the cost on a 512² × 80 stack.
+            px = px[:: _prime_at_least(px.size // _PERCENTILE_SAMPLE)]
         finite = px[np.isfinite(px)]
         if finite.size == 0:
             lo, hi = 0.0, 1.0

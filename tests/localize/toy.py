@@ -6,6 +6,8 @@ dark foramina at x = ±20 mm and bright recesses at x = ±10 mm (patient left = 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -91,7 +93,7 @@ def make_toy_study(sid: int, seed: int, *, n_sag: int = 13, flip: bool = False, 
             zs = zl + np.array([-8.0, -4.0, 0.0, 4.0, 8.0]) + rng.uniform(-1.5, 1.5)
             pos = np.array([[-size * ax_sp / 2, -size * ax_sp / 2 + 10, z] for z in zs])
             ax = _volume(pos, [1.0, 0, 0], [0, 1.0, 0], ax_sp, (size, size), fn(False), sid, 3, AX_T2, rng, scale, li)
-            ax = Volume(**{**ax.__dict__, "instance_numbers": np.arange(1, 6) + 5 * li})
+            ax = replace(ax, instance_numbers=np.arange(1, 6) + 5 * li)
             vols.axial.append(ax)
             label(ax, "left_subarticular_stenosis", lv, np.array([x_off + 10, 8.0, zs[2]]))
             label(ax, "right_subarticular_stenosis", lv, np.array([x_off - 10, 8.0, zs[2]]))
