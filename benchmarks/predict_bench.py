@@ -6,7 +6,9 @@ slice counts and compressed series), so the same model is timed at 128 px and at
 Prints JSON: model load time, seconds per study after loading, where the time goes (decode, localize, patches,
 radiomics, morphometry, CNN: summed worker seconds from the features meta), and peak memory.
 
-    python benchmarks/predict_bench.py --demo runs/demo [--preset rsna --studies 6 --workers 2]
+    python benchmarks/predict_bench.py --demo runs/demo [--preset rsna --studies 6 --workers 2] [--data DIR]
+
+``--data DIR`` predicts every training study of an existing phantom as one test set (e.g. 200 real-size studies).
 """
 
 from __future__ import annotations
@@ -37,6 +39,21 @@ def _predict_once(data: Path, model: Path, workers: int, load_s: float) -> dict:
     }
 
 
+def test_view(data: Path, out: Path) -> Path:
+    """A test-split view of a phantom's training studies (``test_*`` CSV and image folder pointing at the
+    ``train_*`` ones), so a big real-size phantom rendered once serves as a whole test set."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data / "train_series_descriptions.csv", out / "test_series_descriptions.csv")
+    shutil.copy(data / "train_series_descriptions.csv", out / "train_series_descriptions.csv")
+    for name in ("train.csv", "train_label_coordinates.csv"):
+        shutil.copy(data / name, out / name)
+    (out / "test_images").symlink_to((data / "train_images").resolve())
+    (out / "train_images").symlink_to((data / "train_images").resolve())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo", type=Path, default=Path("runs/demo"), help="output folder of `radspine demo`")
@@ -45,6 +62,8 @@ def main() -> None:
     ap.add_argument("--studies", type=int, default=6, help="studies of the fresh phantom")
     ap.add_argument("--matrix-scale", type=float, default=1.0, help="shrink the preset's matrices (keeps FOV)")
     ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--data", type=Path, default=None,
+                    help="an existing phantom whose training studies are predicted as a whole test set")
     args = ap.parse_args()
 
     import torch
@@ -81,6 +100,12 @@ def main() -> None:
             res = _predict_once(data, model, args.workers, load_s)
             res["synth_s"] = round(synth_s, 1)
             out[f"preset_{args.preset}"] = res
+    if args.data:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = _predict_once(test_view(args.data, Path(tmp) / "view"), model, args.workers, load_s)
+        res["data"] = str(args.data)
+        out["whole_test_set"] = res
+    if args.preset or args.data:
         base = out["demo_test_split"]["seconds_per_study_after_load"]
         out["ratio_real_size_vs_demo"] = round(res["seconds_per_study_after_load"] / base, 2)
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
