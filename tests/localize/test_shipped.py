@@ -36,6 +36,20 @@ def test_shipped_loads_and_predicts_every_condition():
     assert set(loc.calibration) >= {"canal"}
 
 
+def test_inference_settings_come_from_the_code_not_the_saved_model():
+    """The shipped model was saved with a 2 mm plane step; loading applies today's inference defaults while
+    what the net learned (its training config) is kept."""
+    from radspine.localize.config import LocalizerConfig
+    from radspine.localize.infer import INFERENCE_ONLY
+
+    saved = json.loads((shipped_localizer_dir() / "meta.json").read_text())["config"]
+    loc = Localizer.load(shipped_localizer_dir())
+    assert saved["slice_step_mm"] == 2.0 and loc.cfg.slice_step_mm == LocalizerConfig().slice_step_mm == 3.0
+    for f in INFERENCE_ONLY:
+        assert getattr(loc.cfg, f) == LocalizerConfig.model_fields[f].default
+    assert loc.cfg.sag_size == saved["sag_size"] and loc.cfg.base_channels == saved["base_channels"]
+
+
 def test_bundle_without_localizer_falls_back_to_shipped(tmp_path: Path):
     (tmp_path / "bundle").mkdir()
     loc = Localizer.load(tmp_path / "bundle" / "localizer", device="cpu")  # bundle exists, no localizer/ in it
