@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DemoOptions:
-    """Sizes of the demo; the defaults took 33 min on 2 shared CPU cores (tune is the longest stage)."""
+    """Sizes of the demo; the defaults took 13 min on 2 shared CPU cores (tune and the localizer are the longest stages)."""
 
     train_studies: int = 60
     test_studies: int = 20
