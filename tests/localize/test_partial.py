@@ -149,6 +149,22 @@ def test_gap_check_marks_a_far_level_doubtful(canal_only):
     assert loc._gap_doubts({lv: np.array([0, 0, -33.0 * i]) for i, lv in enumerate(LEVELS)}, scores) == {}
 
 
+def test_training_data_keeps_points_not_decoded_volumes():
+    """Once a study's crops are cut, nothing in the training data refers to its decoded stacks (200 real-size
+    studies held ~14 GB that way): the volumes can be freed, and are."""
+    import gc
+    import weakref
+
+    vols, coords, _ = make_toy_study(3, 3)
+    refs = [weakref.ref(v) for v in vols.all()]
+    holder = {"vols": vols}
+    data = _TrainData({3: lambda: holder.pop("vols")}, coords, TOY, 0, source="toy")
+    del vols
+    gc.collect()
+    assert data.truth[3] and all(p.vol is None for p in data.truth[3].values())
+    assert all(r() is None for r in refs)
+
+
 def test_no_labels_at_all_is_a_clear_error():
     from radspine.errors import DatasetError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -50,7 +50,7 @@ class TruthPoint:
     world: np.ndarray
     series_id: int
     instance_number: int
-    vol: Volume
+    vol: Volume | None  # only while the study's samples are cut; dropped after, so no study stays decoded
 
 
 @dataclass
@@ -430,8 +430,10 @@ class _TrainData:
             except RadspineError as err:
                 log.warning("study %s skipped for localizer training: %s", sid, err)
                 continue
-            self.truth[sid] = resolve_truth(vols, by_study[sid])
-            self.samples[sid] = study_samples(vols, self.truth[sid], cfg, seed * 100_003 + sid)
+            truth = resolve_truth(vols, by_study[sid])
+            self.samples[sid] = study_samples(vols, truth, cfg, seed * 100_003 + sid)
+            # Keep the points, not the decoded stacks: 200 real-size studies held ~14 GB through them.
+            self.truth[sid] = {k: replace(p, vol=None) for k, p in truth.items()}
         self.ids = sorted(self.samples)
 
     @classmethod
