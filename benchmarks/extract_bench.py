@@ -250,6 +250,7 @@ def main() -> None:
     # map and CNN stage each fitted a + b·n through both points (the CNN stage grows with patches), then
     # evaluated at 1,975. Extrapolated, not measured.
     rb, rs = runs[str(big)], runs[str(small)]
+
     def lin(key: str) -> tuple[float, float]:
         b = (rb[key] - rs[key]) / max(big - small, 1)
         return rb[key] - b * big, b
@@ -262,11 +263,11 @@ def main() -> None:
     # RSS at these sizes is dominated by fixed costs (each process imports torch, pyradiomics, ...), so
     # a two-point fit is noise. What grows with N is known: the CNN stage holds one family's patches
     # of every study at once (+ a resized copy), and the table (25 rows × features × 8 bytes).
-    per_study = _per_study_bytes(work / f"out_{big}")
-    peak = max(runs[str(big)]["peak_rss_mb"], runs[str(small)]["peak_rss_mb"])
     if big >= 200:
         res["peak_rss_mb_200_measured"] = runs[str(big)]["peak_rss_mb"]
     else:
+        per_study = _per_study_bytes(work / f"out_{big}")
+        peak = max(runs[str(big)]["peak_rss_mb"], runs[str(small)]["peak_rss_mb"])
         res["peak_rss_mb_200_estimate"] = round(peak + per_study * (200 - small) / 2**20)
         res["peak_rss_note"] = (f"max measured peak ({small}/{big} studies) + {per_study / 2**20:.2f} MB per extra "
                                 "study (largest CNN family's patches ×2 + table rows), extrapolated to 200")

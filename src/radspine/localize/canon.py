@@ -146,13 +146,6 @@ class PlaneFrame:
         off = self.offsets
         return float(off.min()), float(off.max())
 
-    def grid(self, d: float, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-        """World points (size, width, 3) of the plane at offset d, centre shifted by (su, sv) mm."""
-        rows = (np.arange(self.size, dtype=np.float64) - (self.size - 1) / 2.0) * self.spacing
-        cols = (np.arange(self.width, dtype=np.float64) - (self.width - 1) / 2.0) * self.spacing
-        centre = self.origin + d * self.normal + shift[0] * self.u + shift[1] * self.v
-        return centre + cols[None, :, None] * self.u + rows[:, None, None] * self.v
-
     def sample(self, ds: np.ndarray, shifts: np.ndarray | None = None, channel_offset: float = 0.0) -> np.ndarray:
         """Images (len(ds), 3, size, width) float32: planes at d − o, d, d + o for each offset d.
 
