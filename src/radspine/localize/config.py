@@ -31,6 +31,11 @@ class LocalizerConfig(BaseModel):
     ax_spacing_mm: float = Field(3.0, gt=0)
     ax_size: int = Field(32, ge=16)
     ax_depth: int = Field(3, ge=2, le=5)
+    # Axial slices within this distance (mm) of a level's expected plane are all scored by the axial net and
+    # the one with the strongest recess peaks is taken (the net is trained on neighbouring slices too, with
+    # targets that fade with the distance to the labelled slice). 0 = the nearest slice to the canal point,
+    # which put ~30 % of subarticular points on a wrong slice with a ~3 mm canal error.
+    ax_slice_search_mm: float = Field(8.0, ge=0)
     # Input channels: planes at −o, 0, +o mm along the slice normal (interpolated between slices).
     channel_offset_mm: float = Field(3.0, ge=0)
     # Sagittal planes are scanned at this step (mm) across the stack at inference (fine pass; coarse uses 2x).

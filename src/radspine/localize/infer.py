@@ -184,7 +184,10 @@ class Localizer:
             version = state.get("format_version")
             if version != FORMAT_VERSION:
                 raise ModelError(f"{path}: localizer format {version} != {FORMAT_VERSION} (retrain the localizer)")
-            cfg = LocalizerConfig(**state["config"])
+            saved = dict(state["config"])
+            # A net trained before the axial slice search saw only labelled slices: its peaks cannot rank them.
+            saved.setdefault("ax_slice_search_mm", 0.0)
+            cfg = LocalizerConfig(**saved)
             # How a trained net is applied is the code's business, not the saved model's (an older bundle
             # would otherwise keep an older, slower scan step forever).
             cfg = cfg.model_copy(update={f: LocalizerConfig.model_fields[f].default for f in INFERENCE_ONLY})
@@ -372,22 +375,31 @@ class Localizer:
         return left, right, scores, notes
 
     def _axial(self, stacks: list[Volume], centre: np.ndarray) -> tuple[Volume, int, np.ndarray, np.ndarray, float, tuple[float, float]]:
-        """Nearest axial slice to ``centre`` over all stacks, then left/right recess world points on it."""
+        """The axial slice of the level and the left/right recess world points on it.
+
+        The stack nearest to ``centre``; in it every slice within ``ax_slice_search_mm`` of ``centre`` goes
+        through the axial net and the one with the strongest mean recess peak wins (the nearest slice when the
+        search is off or no slice is that close). Returns (volume, slice index, left, right, plane distance of
+        the chosen slice from ``centre`` in mm, (left peak, right peak)).
+        """
         vol, pr, _ = nearest_stack(stacks, centre)
         cfg = self.cfg
         frame = self._ax_frames.setdefault(id(vol), PlaneFrame.build(vol, "axial", cfg.ax_spacing_mm, cfg.ax_size))
-        d = float(frame.offsets[pr.slice_index])
-        _, row, col = frame.to_frame(centre)
+        d_c, row, col = frame.to_frame(centre)
+        cand = np.flatnonzero(np.abs(frame.offsets - d_c) <= cfg.ax_slice_search_mm) if cfg.ax_slice_search_mm else []
+        if len(cand) == 0:
+            cand = np.array([pr.slice_index])
         c = (cfg.ax_size - 1) / 2.0
         shift = ((col - c) * cfg.ax_spacing_mm, (row - c) * cfg.ax_spacing_mm)
-        img = frame.sample(np.array([d]), np.array([shift]), cfg.channel_offset_mm)
-        heat = self._heatmaps(self.ax_net, img)[0]
-        pts, vals = [], []
-        for ch in range(N_AX):
-            r, cc, v = decode_peak(heat[ch])
-            pts.append(frame.to_world(d, r, cc, shift))
-            vals.append(v)
-        return vol, pr.slice_index, pts[0], pts[1], abs(pr.distance_mm), (vals[0], vals[1])
+        ds = frame.offsets[cand].astype(np.float64)
+        heat = self._heatmaps(self.ax_net, frame.sample(ds, np.repeat([shift], len(ds), axis=0), cfg.channel_offset_mm))
+        peaks = [[decode_peak(h[ch]) for ch in range(N_AX)] for h in heat]
+        # Ties (equal peaks) go to the slice nearest the expected plane.
+        best = max(range(len(cand)), key=lambda i: (np.mean([p[2] for p in peaks[i]]), -abs(ds[i] - d_c)))
+        d = float(ds[best])
+        pts = [frame.to_world(d, r, cc, shift) for r, cc, _ in peaks[best]]
+        vals = [v for _, _, v in peaks[best]]
+        return vol, int(cand[best]), pts[0], pts[1], abs(d - d_c), (vals[0], vals[1])
 
     def _gap_doubts(self, pts: dict[str, np.ndarray], scores: dict[str, float]) -> dict[str, str]:
         """Levels implausibly far from a neighbour (gap > max_gap_ratio × the study's median disc gap): the

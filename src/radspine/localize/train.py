@@ -153,10 +153,14 @@ def _ax_samples(truth: dict, cfg: LocalizerConfig, rng: np.random.Generator, n_p
         vol = anchor.vol
         frame = frames.setdefault(id(vol), PlaneFrame.build(vol, "axial", cfg.ax_spacing_mm, cfg.ax_size))
         k = vol.slice_index(anchor.instance_number)
-        d = float(frame.offsets[k])
+        d0 = float(frame.offsets[k])
         centre = np.mean([p.world for p in pts if p is not None], axis=0)
         _, crow, ccol = frame.to_frame(centre)
-        for _ in range(n_per_level):
+        # The labelled slice, plus one crop on each other slice within the inference search radius: their
+        # targets fade with the distance to the labelled plane, so the net's peak tells the slices apart.
+        near = np.flatnonzero(np.abs(frame.offsets - d0) <= cfg.ax_slice_search_mm)
+        planes = [d0] * n_per_level + [float(frame.offsets[j]) for j in near if j != k]
+        for d in planes:
             su = (ccol - c) * cfg.ax_spacing_mm + rng.uniform(-cfg.ax_jitter_mm, cfg.ax_jitter_mm)
             sv = (crow - c) * cfg.ax_spacing_mm + rng.uniform(-cfg.ax_jitter_mm, cfg.ax_jitter_mm)
             pk = np.full((N_AX, 2, 3), np.nan)
