@@ -139,3 +139,19 @@ def test_assign_ordered_peaks_separates_levels_sharing_a_disc():
     rc = assign_ordered_peaks(maps, min_sep_px=3)
     assert rc == [(8, 10), (18, 10)]
     assert assign_ordered_peaks(np.zeros((2, 10, 10), np.float32)) is None
+
+
+def test_assign_ordered_peaks_counts_from_the_lowest_disc():
+    """Six discs in view (a thoracic one above L1/L2). The level channels also answer on the disc above their own,
+    so the summed response favours the chain one disc too high; counting from the lowest disc-like peak up
+    gives the right chain, and a weak blob below the discs is not taken for one."""
+    from radspine.localize.net import assign_ordered_peaks
+
+    discs = np.array([6.0, 14.0, 22.0, 30.0, 38.0, 46.0, 54.0])  # the last is a weak blob in the sacrum
+    g = gaussian_maps(64, discs, np.full(len(discs), 10.0), np.ones(len(discs)), 1.5)[:, :, :20]
+    maps = np.zeros((5, 64, 20), np.float32)
+    for ch in range(5):  # the true disc of channel ch is discs[ch + 1]; it also answers on discs[ch] a bit higher
+        maps[ch] = 0.6 * g[ch + 1] + 0.7 * g[ch]
+    maps[4] += 0.15 * g[6]
+    rc = assign_ordered_peaks(maps, min_sep_px=3)
+    assert [r for r, _ in rc] == [14, 22, 30, 38, 46]

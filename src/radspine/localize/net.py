@@ -90,13 +90,19 @@ def decode_peak(heat: np.ndarray, at: tuple[int, int] | None = None) -> tuple[fl
     return row, col, float(heat[r, c])
 
 
-def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: int = 9) -> list[tuple[int, int]] | None:
+def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: int = 9,
+                         strong_frac: float = 0.5) -> list[tuple[int, int]] | None:  # fmt: skip
     """Pixel (row, col) per channel of (L, H, W) level heatmaps, with rows strictly increasing by channel.
 
     Candidates are local maxima of the channel-wise maximum map (non-maximum suppression over
-    ``min_sep_px``); the L channels are assigned to an ordered subsequence of candidates (sorted by row)
-    maximising the summed channel responses (dynamic programming). This stops two level channels from
-    landing on the same disc. Returns None when fewer than L candidates exist.
+    ``min_sep_px``), sorted by row (head to feet). Discs are counted from the sacrum up, as a reader does:
+    when at least L candidates are disc-like (response ≥ ``strong_frac`` × the median of the L strongest),
+    the last channel takes the lowest of them and the others the disc-like candidates directly above, none
+    skipped. Level channels of a net respond to the neighbouring discs too, and on a field of view that
+    shows the thoracic spine their summed response favoured a chain one disc too high. Otherwise the L
+    channels take the ordered subsequence of candidates maximising the summed channel responses (dynamic
+    programming), which at least stops two channels from landing on one disc. Returns None when fewer than
+    L candidates exist.
     """
     from scipy import ndimage
 
@@ -110,6 +116,10 @@ def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: 
     rr, cc = rr[keep], cc[keep]
     order = np.argsort(rr, kind="stable")
     rr, cc = rr[order], cc[order]
+    t = top[rr, cc]
+    strong = np.flatnonzero(t >= strong_frac * float(np.median(np.sort(t)[::-1][:n_lv])))
+    if len(strong) >= n_lv:
+        return [(int(rr[k]), int(cc[k])) for k in strong[-n_lv:]]
     n = len(rr)
     score = maps[:, rr, cc]  # (L, n)
     best = np.full((n_lv, n), -np.inf)
