@@ -198,6 +198,7 @@ def test_ablation_sets_include_morphometry_and_mask_radiomics_when_present():
     table, _ = make_fake_table(2, seed=6, **SMALL)
     sets = feature_sets(table)
     assert "morphometry_only" not in sets and "shape_radiomics_only" not in sets and shape_radiomics_columns(table) == []
+    assert "without_narrowing" not in sets
     table = table.assign(mor_canal_ap_mm=1.0, rad_sagt2_mask_original_shape_Area=2.0,
                          rad_axt2_sac_original_firstorder_Mean=3.0)
     sets = feature_sets(table)
@@ -207,3 +208,6 @@ def test_ablation_sets_include_morphometry_and_mask_radiomics_when_present():
     assert set(shape_radiomics_columns(table)) == {"rad_sagt2_mask_original_shape_Area",
                                                    "rad_axt2_sac_original_firstorder_Mean"}
     assert "rad_sagt2_original_glcm_Contrast" not in sets["shape_radiomics_only"]
+    # The same run's merged set less the structure-mask features.
+    assert set(sets["merged"]) - set(sets["without_narrowing"]) == {
+        "mor_canal_ap_mm", "rad_sagt2_mask_original_shape_Area", "rad_axt2_sac_original_firstorder_Mean"}

@@ -224,9 +224,10 @@ def shape_radiomics_columns(table: pd.DataFrame) -> list[str]:
 
 
 def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
-    """The ablation feature sets; every set but ``merged`` adds the shared columns and is dropped when
-    its own source is absent: radiomics_only, cnn_only, morphometry_only (``mor_``), shape_radiomics_only
-    (mask-ROI radiomics)."""
+    """The ablation feature sets; every ``*_only`` set adds the shared columns and is dropped when its own
+    source is absent: radiomics_only, cnn_only, morphometry_only (``mor_``), shape_radiomics_only (mask-ROI
+    radiomics). ``without_narrowing`` is ``merged`` less the structure-mask features (``mor_`` and mask-ROI
+    radiomics), so one run shows what those add."""
     shared = feature_columns(table, SHARED_PREFIXES)
     out = {"merged": feature_columns(table)}
     own = {
@@ -239,6 +240,9 @@ def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
         if cols:
             keep = set(cols) | set(shared)
             out[name] = [c for c in out["merged"] if c in keep]  # table order, like feature_columns
+    narrowing = set(own["morphometry_only"]) | set(own["shape_radiomics_only"])
+    if narrowing:
+        out["without_narrowing"] = [c for c in out["merged"] if c not in narrowing]
     return out
 
 
