@@ -1,6 +1,6 @@
 """Train the shipped pretrained localizer on a domain-randomised phantom; write src/radspine/localize/shipped/.
 
-    .venv/bin/python scripts/train_shipped_localizer.py [--seed 0] [--out DIR] [--studies 36] [--epochs 14]
+    .venv/bin/python scripts/train_shipped_localizer.py [--seed 0] [--out DIR] [--studies 100] [--copies 2] [--epochs 16]
 
 The phantom family: ``make_dataset`` studies with mixed acquisition variations (off-centre spines, large FOV,
 thin slices, flipped orientation, random contrast tables), each rendered once by the phantom and ``--copies``
@@ -23,7 +23,7 @@ from pathlib import Path
 SYNTH = dict(size=128)  # phantom matrix (px); geometry/FOV still vary per the quirks below
 QUIRKS = dict(spine_offcentre=0.5, large_fov=0.3, thin_slices=0.25, flipped_orientation=0.2, random_contrast=0.4,
               axial_lower_only=0.1, wrap_around=0.0, motion_ghosting=0.05)
-CONFIG = dict(epochs=14, device="cpu", num_threads=1, crops_per_plane=2, random_planes_per_series=2, holdout_frac=0.0)
+CONFIG = dict(epochs=16, device="cpu", num_threads=1, crops_per_plane=2, random_planes_per_series=2, holdout_frac=0.0)
 
 
 def sha256(path: Path) -> str:
@@ -33,9 +33,9 @@ def sha256(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--studies", type=int, default=36)
+    ap.add_argument("--studies", type=int, default=100)
     ap.add_argument("--holdout", type=int, default=8)
-    ap.add_argument("--copies", type=int, default=1)
+    ap.add_argument("--copies", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=CONFIG["epochs"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

@@ -36,18 +36,29 @@ def test_shipped_loads_and_predicts_every_condition():
     assert set(loc.calibration) >= {"canal"}
 
 
-def test_inference_settings_come_from_the_code_not_the_saved_model():
-    """The shipped model was saved with a 2 mm plane step; loading applies today's inference defaults while
-    what the net learned (its training config) is kept."""
-    from radspine.localize.config import LocalizerConfig
-    from radspine.localize.infer import INFERENCE_ONLY
+def test_inference_settings_come_from_the_code_not_the_saved_model(tmp_path: Path):
+    """A model saved with an older plane step and fine window gets today's inference defaults on loading, while
+    what the net learned (its training config) is kept; one saved before the axial slice search (no such key)
+    keeps the nearest slice, since its axial net never learned to rank slices."""
+    import torch
 
-    saved = json.loads((shipped_localizer_dir() / "meta.json").read_text())["config"]
-    loc = Localizer.load(shipped_localizer_dir())
-    assert saved["slice_step_mm"] == 2.0 and loc.cfg.slice_step_mm == LocalizerConfig().slice_step_mm == 3.0
+    from radspine.localize.config import LocalizerConfig
+    from radspine.localize.infer import INFERENCE_ONLY, MODEL_FILE
+
+    shipped = Localizer.load(SHIPPED)
+    old = LocalizerConfig(**{**shipped.cfg.model_dump(), "slice_step_mm": 2.0, "sag_fine_window_mm": 200.0})
+    Localizer(old, shipped.sag_net, shipped.ax_net, shipped.offsets, shipped.conditions).save(tmp_path / "m")
+    loc = Localizer.load(tmp_path / "m")
+    assert loc.cfg.slice_step_mm == LocalizerConfig().slice_step_mm == 3.0
     for f in INFERENCE_ONLY:
         assert getattr(loc.cfg, f) == LocalizerConfig.model_fields[f].default
-    assert loc.cfg.sag_size == saved["sag_size"] and loc.cfg.base_channels == saved["base_channels"]
+    assert loc.cfg.sag_size == old.sag_size and loc.cfg.base_channels == old.base_channels
+    assert loc.cfg.ax_slice_search_mm == old.ax_slice_search_mm > 0
+
+    state = torch.load(tmp_path / "m" / MODEL_FILE, weights_only=True)
+    del state["config"]["ax_slice_search_mm"]
+    torch.save(state, tmp_path / "m" / MODEL_FILE)
+    assert Localizer.load(tmp_path / "m").cfg.ax_slice_search_mm == 0.0
 
 
 def test_bundle_without_localizer_falls_back_to_shipped(tmp_path: Path):
