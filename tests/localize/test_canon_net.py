@@ -155,3 +155,7 @@ def test_assign_ordered_peaks_counts_from_the_lowest_disc():
     maps[4] += 0.15 * g[6]
     rc = assign_ordered_peaks(maps, min_sep_px=3)
     assert [r for r, _ in rc] == [14, 22, 30, 38, 46]
+    assert [r for r, _ in assign_ordered_peaks(maps, min_sep_px=3, floor_row=63.0)] == [14, 22, 30, 38, 46]
+    # The image ends 2 px (< one 8 px disc gap) below the lowest disc: the sacrum may be out of view, so the
+    # lowest disc is not taken for L5/S1 and the level responses decide.
+    assert [r for r, _ in assign_ordered_peaks(maps, min_sep_px=3, floor_row=48.0)] == [6, 14, 22, 30, 38]

@@ -278,8 +278,12 @@ class Localizer:
         r2 = ((gr[:, None] - row) ** 2 + (gc[None, :] - col) ** 2) * scan.frame.spacing**2
         return r2 <= REFINE_RADIUS_MM**2
 
-    def _ordered(self, maps: np.ndarray, spacing: float) -> list[tuple[int, int]] | None:
-        return assign_ordered_peaks(maps, min_sep_px=max(1, int(round(12.0 / spacing))))
+    @staticmethod
+    def _ordered(scan: Scan, maps: np.ndarray) -> list[tuple[int, int]] | None:
+        sp = scan.frame.spacing
+        # Row of the image's lower (feet-side) edge on this scan's grid: rows run along −z (v).
+        floor = scan.frame.extent()[3] / sp + (scan.frame.size - 1) / 2.0 - scan.shift[1] / sp
+        return assign_ordered_peaks(maps, min_sep_px=max(1, int(round(12.0 / sp))), floor_row=floor)
 
     def _canal(self, scan: Scan, near: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Canal point per level: one midline plane, then disc candidates assigned to levels in order (or, with
@@ -295,7 +299,7 @@ class Localizer:
         j, d = refine_argmax_1d(prof[sel], ds[sel])
         i = int(sel[j])
         maps = heat[i, :5]
-        rows_cols = self._ordered(maps, scan.frame.spacing) if near is None else self._masked_argmax(scan, maps, near)
+        rows_cols = self._ordered(scan, maps) if near is None else self._masked_argmax(scan, maps, near)
         points, scores = {}, {}
         for li, lv in enumerate(LEVELS):
             row, col, val = decode_peak(maps[li], at=None if rows_cols is None else rows_cols[li])
@@ -325,7 +329,7 @@ class Localizer:
         heat = scan.heat
         d = self._symmetry_centre(scan)
         maps = heat[:, 5:].max(axis=0)
-        rows_cols = self._ordered(maps, scan.frame.spacing) if near is None else self._masked_argmax(scan, maps, near)
+        rows_cols = self._ordered(scan, maps) if near is None else self._masked_argmax(scan, maps, near)
         points, scores = {}, {}
         for li, lv in enumerate(LEVELS):
             row, col, val = decode_peak(maps[li], at=None if rows_cols is None else rows_cols[li])

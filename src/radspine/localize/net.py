@@ -91,7 +91,7 @@ def decode_peak(heat: np.ndarray, at: tuple[int, int] | None = None) -> tuple[fl
 
 
 def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: int = 9,
-                         strong_frac: float = 0.5) -> list[tuple[int, int]] | None:  # fmt: skip
+                         strong_frac: float = 0.5, floor_row: float | None = None) -> list[tuple[int, int]] | None:  # fmt: skip
     """Pixel (row, col) per channel of (L, H, W) level heatmaps, with rows strictly increasing by channel.
 
     Candidates are local maxima of the channel-wise maximum map (non-maximum suppression over
@@ -99,7 +99,9 @@ def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: 
     when at least L candidates are disc-like (response ≥ ``strong_frac`` × the median of the L strongest),
     the last channel takes the lowest of them and the others the disc-like candidates directly above, none
     skipped. Level channels of a net respond to the neighbouring discs too, and on a field of view that
-    shows the thoracic spine their summed response favoured a chain one disc too high. Otherwise the L
+    shows the thoracic spine their summed response favoured a chain one disc too high. ``floor_row``: the
+    row of the image's lower edge; when the lowest disc-like candidate lies less than one disc gap above it,
+    the sacrum may be out of view and the lowest disc need not be L5/S1, so the count is not used. Otherwise the L
     channels take the ordered subsequence of candidates maximising the summed channel responses (dynamic
     programming), which at least stops two channels from landing on one disc. Returns None when fewer than
     L candidates exist.
@@ -119,7 +121,9 @@ def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: 
     t = top[rr, cc]
     strong = np.flatnonzero(t >= strong_frac * float(np.median(np.sort(t)[::-1][:n_lv])))
     if len(strong) >= n_lv:
-        return [(int(rr[k]), int(cc[k])) for k in strong[-n_lv:]]
+        gap = float(np.median(np.diff(rr[strong])))
+        if floor_row is None or floor_row - rr[strong[-1]] >= gap:
+            return [(int(rr[k]), int(cc[k])) for k in strong[-n_lv:]]
     n = len(rr)
     score = maps[:, rr, cc]  # (L, n)
     best = np.full((n_lv, n), -np.inf)
