@@ -4,6 +4,8 @@ Trains the localizer on the phantom's train split, predicts the test split's poi
 variant extracts training features (at labeled points, jittered points, out-of-fold localizer points,
 or with another radiomics/CNN setting), tunes graders with few trials and scores the held-out studies
 whose features were extracted at the *localizer-predicted* points. Prints one JSON document.
+Variants: labels, jitter<sigma>, oof, nolog (radiomics without LoG), nocnn, nonarrow (no structure masks:
+no morphometry, no mask-ROI radiomics; ``--variants labels,nonarrow`` is the with/without comparison).
 
     python benchmarks/skew_experiment.py --data PHANTOM --work WORKDIR [--variants labels,jitter2,oof]
 """
@@ -87,6 +89,9 @@ def main() -> None:
             cfg = base.model_copy(update={"radiomics": nolog})
         elif v == "nocnn":
             cfg = base.model_copy(update={"cnn_enabled": False})
+        elif v == "nonarrow":  # no structure masks: no mor_* columns and no mask-ROI radiomics
+            cfg = base.model_copy(update={"morphometry": base.morphometry.model_copy(update={"enabled": False}),
+                                          "radiomics": base.radiomics.model_copy(update={"mask_rois": False})})
         elif v != "labels":
             raise SystemExit(f"unknown variant {v}")
         wd = work / v
