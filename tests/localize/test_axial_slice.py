@@ -55,7 +55,6 @@ def test_axial_search_takes_the_strongest_slice_within_the_radius(search: float,
     vol = _axial_stack([100, 200, 900, 300, 400, 350, 250, 2000, 150])
     offsets = {k: {lv: [0.0, 0.0, 0.0] for lv in LEVELS} for k in ("sub_mid", "sub_left", "sub_right")}
     loc = Localizer(LocalizerConfig(ax_slice_search_mm=search, device="cpu"), None, _BrightestSliceNet(), offsets)
-    loc._ax_frames = {}  # the per-study frame cache that predict_volumes sets up
     _, k, left, right, dist, _ = loc._axial([vol], np.array([0.0, 0.0, 12.0]))
     assert k == expected
     assert dist == pytest.approx(abs(4.0 * expected - 12.0))

@@ -116,6 +116,8 @@ class Localizer:
         self.offsets = {k: {lv: np.asarray(v, dtype=np.float64) for lv, v in d.items()} for k, d in offsets.items()}
         self.conditions = list(CONDITIONS if conditions is None else conditions)
         self.calibration = {k: (list(map(float, v[0])), list(map(float, v[1]))) for k, v in (calibration or {}).items()}
+        # Axial canonical frames of the study being localised (reset per study by predict_volumes).
+        self._ax_frames: dict[int, PlaneFrame] = {}
 
     def confidence(self, cond: str, raw: float) -> float:
         """Calibrated confidence in [0, 1] of a raw heatmap peak (identity where the bundle has no curve)."""
@@ -425,7 +427,7 @@ class Localizer:
             return self._predict_volumes(study_id, vols)
 
     def _predict_volumes(self, study_id: int, vols: StudyVolumes) -> pd.DataFrame:
-        self._ax_frames: dict[int, PlaneFrame] = {}
+        self._ax_frames = {}
         rows: dict[tuple[str, str], dict] = {}
         conf = self.confidence
 
