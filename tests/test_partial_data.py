@@ -2,7 +2,8 @@
 complete, valid submission and logged reasons (issue 10).
 
 Variants are cut from one tiny phantom (built once): canal labels only with no Sagittal T1 and no axial
-series; foraminal labels only with Sagittal T1 only; axial stacks covering only L4/L5–L5/S1; and, predicted
+series; foraminal labels only with Sagittal T1 only (and one training study without images, another with an
+empty series folder); axial stacks covering only L4/L5–L5/S1; and, predicted
 with a trained bundle, a test split without images, a series with one truncated slice and a slice without
 PixelSpacing.
 """
@@ -115,8 +116,20 @@ def test_foraminal_only_sagittal_t1_only(base_data: Path, tmp_path: Path) -> Non
     root = _copy(base_data, tmp_path / "data")
     _keep_series(root, {"Sagittal T1"})
     _keep_labels(root, {"foraminal"})
+    # Two more real-world gaps in the training split: a study listed in the CSVs without any images, and a
+    # study whose only series folder is empty.
+    sd = pd.read_csv(root / "train_series_descriptions.csv")
+    gone, empty = sorted(sd["study_id"].unique())[:2]
+    shutil.rmtree(root / "train_images" / str(gone))
+    for series in sd.loc[sd["study_id"] == empty, "series_id"]:
+        for f in (root / "train_images" / str(empty) / str(series)).glob("*.dcm"):
+            f.unlink()
     trained, pred, out = _train_and_predict(root, tmp_path / "w")
     meta = trained["features"]
+    # Both stay in the table (25 rows each, NaN image features) with the reason, not as failures.
+    assert meta["n_rows"] == 25 * N_TRAIN and meta["n_failed_studies"] == 0
+    for sid in (gone, empty):
+        assert "no Sagittal T1 series" in meta["problems"][str(sid)]
     # The CNN families without labels are skipped with a reason (was: "needs at least 2 labeled patches").
     assert "foraminal" in meta["cnn"]["trained"]
     assert {"spinal", "subarticular"} <= set(meta["cnn"]["skipped"])
