@@ -33,17 +33,95 @@ def _to_schema(points: pd.DataFrame, out_csv: Path) -> Path:
     return out_csv
 
 
-def main() -> None:
-    import torch
-
-    from radspine.commands.tune import load_labels
-    from radspine.features.config import FeaturesConfig
-    from radspine.features.extract import extract_features
+def prepare(data: Path, work: Path, loc_epochs: int = 10, oof: bool = False, init: str | None = None) -> dict:
+    """Train the localizer on ``data``'s train split (cached in ``work``; ``init="shipped"`` fine-tunes the
+    packaged one), write the test split's predicted points (and, with ``oof``, out-of-fold training points).
+    Returns ``{"localizer_s": seconds}``."""
     from radspine.localize import LocalizerConfig, localize_dataset, oof_points, train_localizer
+
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lcfg = LocalizerConfig(epochs=loc_epochs, device="cpu")
+    loc_dir = work / "localizer"
+    if not (loc_dir / "meta.json").exists():
+        train_localizer(data, loc_dir, lcfg, seed=0, init=init)
+    test_pts = work / "test_points.csv"
+    if not test_pts.exists():
+        _to_schema(localize_dataset(data, loc_dir, work / "test_points_raw.csv", split="test"), test_pts)
+    oof_csv = work / "oof_points.csv"
+    if oof and not oof_csv.exists():
+        _to_schema(oof_points(data, lcfg, n_folds=3, seed=0), oof_csv)
+    return {"localizer_s": round(time.perf_counter() - t0, 1)}
+
+
+def variant_config(v: str, base, nolog_params: tuple[str, str] = ("sagittal_2d_original.yaml", "axial_2d_original.yaml")):
+    """(features config, training points: "labels" or "oof") of a variant name."""
+    if v.startswith("jitter"):
+        sigma = float(v[len("jitter"):])
+        return base.model_copy(update={"patches": base.patches.model_copy(update={"jitter_sigma_mm": sigma})}), "labels"
+    if v == "oof":
+        return base, "oof"
+    if v == "nolog":
+        nolog = base.radiomics.model_copy(update={"sagittal": nolog_params[0], "axial": nolog_params[1]})
+        return base.model_copy(update={"radiomics": nolog}), "labels"
+    if v == "nocnn":
+        return base.model_copy(update={"cnn_enabled": False}), "labels"
+    if v == "nonarrow":  # no structure masks: no mor_* columns and no mask-ROI radiomics
+        return base.model_copy(update={"morphometry": base.morphometry.model_copy(update={"enabled": False}),
+                                       "radiomics": base.radiomics.model_copy(update={"mask_rois": False})}), "labels"
+    if v == "labels":
+        return base, "labels"
+    raise SystemExit(f"unknown variant {v}")
+
+
+def run_variant(data: Path, work: Path, v: str, cfg, points: str, trials: int = 4, workers: int = 2) -> dict:
+    """Extract the train split at ``points`` and the test split at the localizer's points (see
+    :func:`prepare`), tune, and score the held-out studies."""
+    from radspine.commands.tune import load_labels
+    from radspine.features.extract import extract_features
     from radspine.metrics import score
     from radspine.models.bundle import Bundle
     from radspine.models.tune import TuneConfig as TuneOptions
     from radspine.models.tune import tune
+
+    t1 = time.perf_counter()
+    pts = work / "oof_points.csv" if points == "oof" else "labels"
+    wd = work / v
+    meta = extract_features(data, "train", wd, points=pts, cfg=cfg, workers=workers, overwrite=True)
+    t_train = time.perf_counter() - t1
+    emeta = extract_features(data, "test", wd / "test", points=work / "test_points.csv", cfg=cfg, workers=workers,
+                             overwrite=True, embedders_dir=wd / "embedders")
+    t_test = time.perf_counter() - t1 - t_train
+    table = pd.read_parquet(wd / "features.parquet")
+    tune(table, load_labels(data), wd / "model", meta,
+         TuneOptions(trials=trials, folds=3, seed=0, n_jobs=1, ablations=False, plots=False))
+    bundle = Bundle.load(wd / "model")
+    pred = bundle.predict_proba(pd.read_parquet(wd / "test" / "features.parquet"))
+    res = score(pd.read_csv(data / "test_solution.csv"), pred)
+    return {
+        "heldout_score": round(float(res.score), 4),
+        "heldout_terms": {k: round(float(x), 4) for k, x in res.terms().items()},
+        "n_features": meta["n_features"],
+        "test_studies_failed": emeta["n_failed_studies"],
+        "extract_train_s": round(t_train, 1),
+        "extract_test_s": round(t_test, 1),
+        "total_s": round(time.perf_counter() - t1, 1),
+    }
+
+
+def priors_score(data: Path) -> float:
+    """Held-out score of the training labels' per-level priors (the baseline the ratios are taken to)."""
+    from radspine.commands.tune import load_labels
+    from radspine.metrics import priors_predictions, priors_table, score
+
+    solution = pd.read_csv(data / "test_solution.csv")
+    return round(float(score(solution, priors_predictions(priors_table(load_labels(data)), solution["row_id"])).score), 4)
+
+
+def main() -> None:
+    import torch
+
+    from radspine.features.config import FeaturesConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
@@ -51,70 +129,20 @@ def main() -> None:
     ap.add_argument("--variants", default="labels,jitter2,oof,nolog")
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--loc-epochs", type=int, default=10)
+    ap.add_argument("--loc-init", default=None, help="'shipped': fine-tune the packaged localizer")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-cnn", action="store_true", help="radiomics/geometry features only (cheaper)")
     ap.add_argument("--nolog-sagittal", default="sagittal_2d_original.yaml", help="params without LoG")
     ap.add_argument("--nolog-axial", default="axial_2d_original.yaml")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    lcfg = LocalizerConfig(epochs=args.loc_epochs, device="cpu")
-    loc_dir = work / "localizer"
-    if not (loc_dir / "meta.json").exists():
-        train_localizer(args.data, loc_dir, lcfg, seed=0)
-    test_pts = work / "test_points.csv"
-    if not test_pts.exists():
-        _to_schema(localize_dataset(args.data, loc_dir, work / "test_points_raw.csv", split="test"), test_pts)
     variants = args.variants.split(",")
-    oof_csv = work / "oof_points.csv"
-    if "oof" in variants and not oof_csv.exists():
-        _to_schema(oof_points(args.data, lcfg, n_folds=3, seed=0), oof_csv)
-    results: dict = {"localizer_s": round(time.perf_counter() - t0, 1)}
-    labels = load_labels(args.data)
-    solution = pd.read_csv(args.data / "test_solution.csv")
+    results: dict = prepare(args.data, args.work, args.loc_epochs, oof="oof" in variants, init=args.loc_init)
+    results["priors_score"] = priors_score(args.data)
     base = FeaturesConfig(cnn_enabled=not args.no_cnn)
-    ap_nolog = [args.nolog_sagittal, args.nolog_axial]
-    nolog = base.radiomics.model_copy(update={"sagittal": ap_nolog[0], "axial": ap_nolog[1]})
     for v in variants:
-        t1 = time.perf_counter()
-        cfg, points = base, "labels"
-        if v.startswith("jitter"):
-            sigma = float(v[len("jitter"):])
-            cfg = base.model_copy(update={"patches": base.patches.model_copy(update={"jitter_sigma_mm": sigma})})
-        elif v == "oof":
-            points = oof_csv
-        elif v == "nolog":
-            cfg = base.model_copy(update={"radiomics": nolog})
-        elif v == "nocnn":
-            cfg = base.model_copy(update={"cnn_enabled": False})
-        elif v == "nonarrow":  # no structure masks: no mor_* columns and no mask-ROI radiomics
-            cfg = base.model_copy(update={"morphometry": base.morphometry.model_copy(update={"enabled": False}),
-                                          "radiomics": base.radiomics.model_copy(update={"mask_rois": False})})
-        elif v != "labels":
-            raise SystemExit(f"unknown variant {v}")
-        wd = work / v
-        meta = extract_features(args.data, "train", wd, points=points, cfg=cfg, workers=args.workers, overwrite=True)
-        t_train = time.perf_counter() - t1
-        emeta = extract_features(args.data, "test", wd / "test", points=test_pts, cfg=cfg, workers=args.workers,
-                                 overwrite=True, embedders_dir=wd / "embedders")
-        t_test = time.perf_counter() - t1 - t_train
-        table = pd.read_parquet(wd / "features.parquet")
-        tune(table, labels, wd / "model", meta,
-                   TuneOptions(trials=args.trials, folds=3, seed=0, n_jobs=1, ablations=False, plots=False))
-        bundle = Bundle.load(wd / "model")
-        pred = bundle.predict_proba(pd.read_parquet(wd / "test" / "features.parquet"))
-        res = score(solution, pred)
-        results[v] = {
-            "heldout_score": round(float(res.score), 4),
-            "heldout_terms": {k: round(float(x), 4) for k, x in res.terms().items()},
-            "n_features": meta["n_features"],
-            "test_studies_failed": emeta["n_failed_studies"],
-            "extract_train_s": round(t_train, 1),
-            "extract_test_s": round(t_test, 1),
-            "total_s": round(time.perf_counter() - t1, 1),
-        }
+        cfg, points = variant_config(v, base, (args.nolog_sagittal, args.nolog_axial))
+        results[v] = run_variant(args.data, args.work, v, cfg, points, args.trials, args.workers)
         print(json.dumps({v: results[v]}), flush=True)
     print(json.dumps(results, indent=2))
 
