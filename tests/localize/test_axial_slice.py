@@ -59,3 +59,34 @@ def test_axial_search_takes_the_strongest_slice_within_the_radius(search: float,
     assert k == expected
     assert dist == pytest.approx(abs(4.0 * expected - 12.0))
     assert left[2] == pytest.approx(4.0 * expected) and right[2] == pytest.approx(4.0 * expected)
+
+
+class _OneSidedBrightestNet(torch.nn.Module):
+    """Stub axial net: peaks grow with the slice's brightness, but on the brightest slice of the batch both
+    recess channels peak on the same side of the centre (a slice through the wrong structure)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.full((x.shape[0], 2, x.shape[2], x.shape[3]), -8.0)
+        c = x.shape[2] // 2
+        m = x[:, 1].mean(dim=(1, 2))
+        for b in range(x.shape[0]):
+            v = 8.0 * m[b] - 4.0
+            cols = (c + 5, c + 7) if m[b] == m.max() else (c + 5, c - 5)
+            out[b, 0, c, cols[0]] = v
+            out[b, 1, c, cols[1]] = v
+        return out
+
+
+def test_axial_search_prefers_a_slice_whose_recesses_straddle_the_canal():
+    from radspine.localize.infer import straddles
+
+    vol = _axial_stack([100, 200, 900, 300, 400, 350, 250, 2000, 150])
+    offsets = {k: {lv: [0.0, 0.0, 0.0] for lv in LEVELS} for k in ("sub_mid", "sub_left", "sub_right")}
+    loc = Localizer(LocalizerConfig(ax_slice_search_mm=8.0, device="cpu"), None, _OneSidedBrightestNet(), offsets)
+    centre = np.array([0.0, 0.0, 12.0])
+    _, k, left, right, _, _ = loc._axial([vol], centre)
+    # Slice 2 is the brightest within 8 mm but puts both points on one side; slice 4 is the next brightest.
+    assert k == 4
+    assert straddles(left, right, centre)
+    assert abs(left[0] - right[0]) == pytest.approx(10 * loc.cfg.ax_spacing_mm, abs=0.5)
+    assert not straddles(np.array([5.0, 0, 0]), np.array([2.0, 0, 0]), centre)

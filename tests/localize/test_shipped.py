@@ -37,9 +37,10 @@ def test_shipped_loads_and_predicts_every_condition():
 
 
 def test_inference_settings_come_from_the_code_not_the_saved_model(tmp_path: Path):
-    """A model saved with an older plane step and fine window gets today's inference defaults on loading, while
-    what the net learned (its training config) is kept; one saved before the axial slice search (no such key)
-    keeps the nearest slice, since its axial net never learned to rank slices."""
+    """A model saved (before custom inference settings were recorded) with an older plane step and fine window
+    gets today's inference defaults on loading, while what the net learned (its training config) is kept; one
+    saved before the axial slice search (no such key) keeps the nearest slice, since its axial net never
+    learned to rank slices. A value the user chose is recorded and kept."""
     import torch
 
     from radspine.localize.config import LocalizerConfig
@@ -48,6 +49,12 @@ def test_inference_settings_come_from_the_code_not_the_saved_model(tmp_path: Pat
     shipped = Localizer.load(SHIPPED)
     old = LocalizerConfig(**{**shipped.cfg.model_dump(), "slice_step_mm": 2.0, "sag_fine_window_mm": 200.0})
     Localizer(old, shipped.sag_net, shipped.ax_net, shipped.offsets, shipped.conditions).save(tmp_path / "m")
+    assert Localizer.load(tmp_path / "m").cfg.slice_step_mm == 2.0  # the user's choice is kept
+    assert Localizer.load(tmp_path / "m").cfg.sag_fine_window_mm == 200.0
+    state = torch.load(tmp_path / "m" / MODEL_FILE, weights_only=True)
+    assert state["inference_custom"] == {"slice_step_mm": 2.0, "sag_fine_window_mm": 200.0}
+    del state["inference_custom"]  # as saved by an older version: the values are its era's defaults
+    torch.save(state, tmp_path / "m" / MODEL_FILE)
     loc = Localizer.load(tmp_path / "m")
     assert loc.cfg.slice_step_mm == LocalizerConfig().slice_step_mm == 3.0
     for f in INFERENCE_ONLY:

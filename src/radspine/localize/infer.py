@@ -53,7 +53,8 @@ SUBS = ("left_subarticular_stenosis", "right_subarticular_stenosis")
 SIDE_CONDITIONS = FORA + SUBS
 # Calibration heads: which raw peak scores share one calibration curve.
 HEAD_OF = {CANAL: "canal", FORA[0]: "foramina", FORA[1]: "foramina", SUBS[0]: "subarticular", SUBS[1]: "subarticular"}
-# LocalizerConfig fields that only steer inference: a loaded model takes them from the current defaults.
+# LocalizerConfig fields that only steer inference: a loaded model takes them from the current defaults (unless the
+# user trained with a value of their own: `inference_custom` in the saved state).
 INFERENCE_ONLY = ("slice_step_mm", "sag_fine_window_mm", "sag_fine_width_mm")
 # Fine-pass search radius (mm) around each level's coarse point.
 REFINE_RADIUS_MM = 14.0
@@ -91,6 +92,11 @@ class Scan:
         """(d mm, row px, col px) of a world point on this scan's (shifted) grid."""
         d, row, col = self.frame.to_frame(world)
         return float(d), float(row - self.shift[1] / self.frame.spacing), float(col - self.shift[0] / self.frame.spacing)
+
+
+def straddles(left: np.ndarray, right: np.ndarray, centre: np.ndarray) -> bool:
+    """Whether two recess points lie on opposite sides of the canal centre in world x (LPS: left is +x)."""
+    return bool((left[0] - centre[0]) * (right[0] - centre[0]) < 0)
 
 
 def _grid_size(extent_mm: float, spacing: float, depth: int) -> int:
@@ -142,6 +148,9 @@ class Localizer:
             "offsets": {k: {lv: [float(x) for x in v] for lv, v in d.items()} for k, d in self.offsets.items()},
             "conditions": list(self.conditions),
             "calibration": {k: [list(v[0]), list(v[1])] for k, v in self.calibration.items()},
+            # Inference settings the user chose (not the code's default): kept on loading, see :meth:`load`.
+            "inference_custom": {f: getattr(self.cfg, f) for f in INFERENCE_ONLY
+                                 if getattr(self.cfg, f) != LocalizerConfig.model_fields[f].default},
         }
 
     def save(self, model_dir: Path, extra_meta: dict | None = None) -> None:
@@ -191,8 +200,10 @@ class Localizer:
             saved.setdefault("ax_slice_search_mm", 0.0)
             cfg = LocalizerConfig(**saved)
             # How a trained net is applied is the code's business, not the saved model's (an older bundle
-            # would otherwise keep an older, slower scan step forever).
-            cfg = cfg.model_copy(update={f: LocalizerConfig.model_fields[f].default for f in INFERENCE_ONLY})
+            # would otherwise keep an older, slower scan step forever), unless the user set a value of their own.
+            custom = {f: v for f, v in (state.get("inference_custom") or {}).items() if f in INFERENCE_ONLY}
+            cfg = cfg.model_copy(update={**{f: LocalizerConfig.model_fields[f].default for f in INFERENCE_ONLY},
+                                         **custom})
             if device is not None:
                 cfg = cfg.model_copy(update={"device": device})
             sag = ax = None
@@ -400,12 +411,13 @@ class Localizer:
         ds = frame.offsets[cand].astype(np.float64)
         heat = self._heatmaps(self.ax_net, frame.sample(ds, np.repeat([shift], len(ds), axis=0), cfg.channel_offset_mm))
         peaks = [[decode_peak(h[ch]) for ch in range(N_AX)] for h in heat]
-        # Ties (equal peaks) go to the slice nearest the expected plane.
-        best = max(range(len(cand)), key=lambda i: (np.mean([p[2] for p in peaks[i]]), -abs(ds[i] - d_c)))
-        d = float(ds[best])
-        pts = [frame.to_world(d, r, cc, shift) for r, cc, _ in peaks[best]]
+        pts = [[frame.to_world(float(d), r, cc, shift) for r, cc, _ in pk] for d, pk in zip(ds, peaks, strict=True)]
+        # A slice whose two recess peaks straddle the canal (in world x) beats one where both sit on one side;
+        # then the strongest mean peak; ties go to the slice nearest the expected plane.
+        best = max(range(len(cand)), key=lambda i: (straddles(pts[i][0], pts[i][1], centre),
+                                                    np.mean([p[2] for p in peaks[i]]), -abs(ds[i] - d_c)))  # fmt: skip
         vals = [v for _, _, v in peaks[best]]
-        return vol, int(cand[best]), pts[0], pts[1], abs(d - d_c), (vals[0], vals[1])
+        return vol, int(cand[best]), pts[best][0], pts[best][1], abs(float(ds[best]) - d_c), (vals[0], vals[1])
 
     def _gap_doubts(self, pts: dict[str, np.ndarray], scores: dict[str, float]) -> dict[str, str]:
         """Levels implausibly far from a neighbour (gap > max_gap_ratio × the study's median disc gap): the
@@ -529,6 +541,8 @@ class Localizer:
                 if lp[0] < rp[0]:  # patient left must have the larger world x (LPS); never trust channel order blindly
                     flag = _flag(flag, "left/right recess order swapped by world x")
                     lp, rp, lr, rr = rp, lp, rr, lr
+                if not straddles(lp, rp, centre):
+                    flag = _flag(flag, "doubtful: both recess points on one side of the canal")
                 for cond, pt, raw in ((SUBS[0], lp, lr), (SUBS[1], rp, rr)):
                     low = f"doubtful: low confidence (peak {raw:.2f})" if raw < self.cfg.min_peak else ""
                     put(cond, lv, vol, pt, _flag(flag, low), raw, k, scale=spine_scale)
