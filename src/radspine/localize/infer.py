@@ -395,8 +395,8 @@ class Localizer:
         """The axial slice of the level and the left/right recess world points on it.
 
         The stack nearest to ``centre``; in it every slice within ``ax_slice_search_mm`` of ``centre`` goes
-        through the axial net and the one with the strongest mean recess peak wins (the nearest slice when the
-        search is off or no slice is that close). Returns (volume, slice index, left, right, plane distance of
+        through the axial net and the one with the strongest mean recess peak wins, among those whose two recess
+        points straddle the canal if any do (the nearest slice when the search is off or no slice is that close). Returns (volume, slice index, left, right, plane distance of
         the chosen slice from ``centre`` in mm, (left peak, right peak)).
         """
         vol, pr, _ = nearest_stack(stacks, centre)
