@@ -54,7 +54,11 @@ def prepare(data: Path, work: Path, loc_epochs: int = 10, oof: bool = False, ini
     return {"localizer_s": round(time.perf_counter() - t0, 1)}
 
 
-def variant_config(v: str, base, nolog_params: tuple[str, str] = ("sagittal_2d_original.yaml", "axial_2d_original.yaml")):
+# Radiomics params without LoG (sagittal, axial), the ``nolog`` variant's default.
+NOLOG_PARAMS = ("sagittal_2d_original.yaml", "axial_2d_original.yaml")
+
+
+def variant_config(v: str, base, nolog_params: tuple[str, str] = NOLOG_PARAMS):
     """(features config, training points: "labels" or "oof") of a variant name."""
     if v.startswith("jitter"):
         sigma = float(v[len("jitter"):])
@@ -132,8 +136,8 @@ def main() -> None:
     ap.add_argument("--loc-init", default=None, help="'shipped': fine-tune the packaged localizer")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-cnn", action="store_true", help="radiomics/geometry features only (cheaper)")
-    ap.add_argument("--nolog-sagittal", default="sagittal_2d_original.yaml", help="params without LoG")
-    ap.add_argument("--nolog-axial", default="axial_2d_original.yaml")
+    ap.add_argument("--nolog-sagittal", default=NOLOG_PARAMS[0], help="params without LoG")
+    ap.add_argument("--nolog-axial", default=NOLOG_PARAMS[1])
     args = ap.parse_args()
     torch.set_num_threads(2)
     variants = args.variants.split(",")
