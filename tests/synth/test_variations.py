@@ -116,6 +116,23 @@ def test_transitional_and_degenerated_discs():
     assert b.render(centre[1], "T2", 0.5)[0] < a.render(centre[0], "T2", 0.5)[0] - 0.05
 
 
+def test_sacral_remnant_is_a_thin_disc_line_below_l5_s1_that_leaves_other_draws_alone():
+    base = Patient.sample(np.random.default_rng(0), _lat(), Variation())
+    rem = Patient.sample(np.random.default_rng(0), _lat(), Variation(sacral_remnant=0.25))
+    h12 = 0.25 * rem.h_disc[-1]
+    s12 = rem.s_disc[-1] - rem.h_disc[-1] / 2 - 24.0 * rem.size - h12 / 2
+    at = [rem.to_world(s12 + ds, 0.0, 0.0)[None] for ds in (0.0, 4.0, -4.0)]
+    assert rem.render(at[0], "T2", 0.5)[0] > base.render(at[0], "T2", 0.5)[0] + 0.05  # the line itself
+    for pt in at[1:]:  # 4 mm away it is sacrum again: a thin line, not a formed disc
+        assert rem.render(pt, "T2", 0.5)[0] == pytest.approx(base.render(pt, "T2", 0.5)[0], abs=1e-6)
+    on = QuirkConfig(**{**dataclasses.asdict(OFF), "sacral_remnant": 1.0})
+    for seed in range(10):
+        a, b = (Variation.sample(np.random.default_rng(seed), q) for q in (OFF, on))
+        assert a.sacral_remnant == 0.0 and 0.15 <= b.sacral_remnant <= 0.35
+        assert dataclasses.replace(b, sacral_remnant=0.0).plain == a.plain and b.transitional == a.transitional
+    assert QuirkConfig().sacral_remnant == 0.0  # the grading phantom's default stays unchanged
+
+
 def _sag(q: QuirkConfig, **flags) -> tuple[np.ndarray, object, Patient]:
     pat = _patient(OFF)
     plan = plan_sagittal(np.random.default_rng(7), pat, 64, "Sagittal T2/STIR", "T2", 1, 1)

@@ -119,6 +119,7 @@ class Variation:
     slip_disc: int = -1  # disc index above which the spine sits anterior (spondylolisthesis), -1 = none
     slip_mm: float = 0.0
     transitional: str = ""  # "" | "sacralized" (rudimentary L5/S1 disc) | "lumbarized" (formed S1/S2 disc)
+    sacral_remnant: float = 0.0  # height of a thin S1/S2 remnant disc relative to L5/S1 (0 = none)
     disc_scale: np.ndarray = field(default_factory=lambda: np.ones(7))  # per-disc height factor
     degeneration: float = 0.0  # strength of severity-linked disc height loss and T2 darkening
 
@@ -148,6 +149,10 @@ class Variation:
             var.disc_scale = scale
             if trans == "sacralized":
                 var.disc_scale[-1] = rng.uniform(0.25, 0.5)  # rudimentary L5/S1 disc
+        # Drawn last, so studies without it keep every earlier draw (and their anatomy) unchanged.
+        u_rem, h_rem = rng.random(), rng.uniform(0.15, 0.35)
+        if u_rem < q.sacral_remnant and var.transitional != "lumbarized":
+            var.sacral_remnant = float(h_rem)
         return var
 
     @property
@@ -716,9 +721,11 @@ class Patient:
         marrow = _ramp((1 - q) * aap / 4, pw) * _ramp(np.abs(ds) - hd / 2 - 1.3, pw)
         marrow_v = self.marrow[ci] if tv["_mode"] == "real" else tv["marrow"]
         _paint(img, marrow, marrow_v * self._tex(tv, s, d, lx, 0.07))
-        if self.var.transitional == "lumbarized":
-            # A formed S1/S2 disc: a sixth "lumbar" disc in the sacrum makes level counting ambiguous.
-            h12 = 0.6 * self.h_disc[-1]
+        rel = 0.6 if self.var.transitional == "lumbarized" else self.var.sacral_remnant
+        if rel > 0:
+            # A formed S1/S2 disc (lumbarized: a sixth "lumbar" disc) or a thin remnant line: either is a disc-like
+            # band in the sacrum that makes counting from the lowest disc ambiguous.
+            h12 = rel * self.h_disc[-1]
             s12 = self.s_disc[-1] - self.h_disc[-1] / 2 - 24.0 * size - h12 / 2
             band = _ramp(h12 / 2 - np.abs(s - s12), pw) * body
             _paint(img, band, tv["annulus"])

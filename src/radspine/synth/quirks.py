@@ -43,6 +43,8 @@ class QuirkConfig:
         scoliosis: probability of a mild lateral curve (5-15 mm) with coronal tilt and axial rotation.
         spondylolisthesis: probability that one vertebra (mostly L4 or L5) sits 2-8 mm anterior.
         transitional: probability of transitional-like anatomy (rudimentary L5/S1 disc or a formed S1/S2 disc).
+        sacral_remnant: probability of a thin S1/S2 remnant disc (15-35 % of the L5/S1 height) in the sacrum, as
+            most real adults have: a disc-like line below L5/S1 that a localizer must not take for L5/S1.
         disc_degeneration: strength (0-1) of disc height loss and T2 darkening with the level's severity.
         flipped_orientation: probability, per series, of another in-plane convention (sagittal columns
             running anterior / rows running superior; axial columns to patient right / rows anterior),
@@ -85,6 +87,8 @@ class QuirkConfig:
     scoliosis: float = 0.1
     spondylolisthesis: float = 0.06
     transitional: float = 0.08
+    # 0 by default: the grading phantom and its fixtures stay as they were; the shipped localizer trains with it.
+    sacral_remnant: float = 0.0
     disc_degeneration: float = 1.0
     flipped_orientation: float = 0.1
     wide_intensity: float = 0.1

@@ -605,9 +605,10 @@ def _write_csvs(out: Path, results: list[dict]) -> None:
                          round(float(np.rad2deg(v.lordosis[2:].sum())), 2) if v.lordosis is not None else np.nan,
                          round(v.scol_amp, 3), round(float(np.rad2deg(v.scol_rot)), 3),
                          LEVELS[v.slip_disc - 2] if v.slip_disc >= 2 else "", round(v.slip_mm, 3),
-                         v.transitional))
+                         v.transitional, round(v.sacral_remnant, 3)))
     write_csv_atomic(pd.DataFrame(var_rows, columns=["study_id", "varied_lordosis", "lordosis_deg", "scoliosis_mm",
-                                                     "rotation_deg", "slip_level", "slip_mm", "transitional"]),
+                                                     "rotation_deg", "slip_level", "slip_mm", "transitional",
+                                                     "sacral_remnant"]),
                      out / "synth_variations.csv")
     write_csv_atomic(pd.DataFrame([a for r in results for a in r["acquisition"]],
                                   columns=["study_id", "series_id", "series_description", "slices", "spacing_mm",
