@@ -491,3 +491,58 @@ def test_loads_a_v1_bundle(tmp_path) -> None:
     (out / "embedder.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="unsupported embedder format"):
         CnnEmbedder.load(out)
+
+
+def test_early_stopping_keeps_the_best_epoch_and_holds_out_whole_studies(monkeypatch) -> None:
+    from radspine.features import embeddings as E
+
+    x, y, groups = tiny_data(n=80)
+    fit_rows, val_rows = E._early_stop_split(np.flatnonzero(~np.isnan(y) & (y >= 0)), y, groups, 0.25, seed=0)
+    assert val_rows.size and not set(groups[fit_rows]) & set(groups[val_rows])  # studies kept whole
+    assert E._early_stop_split(fit_rows, y, groups, 0.0, 0)[1].size == 0
+    # A validation loss that only gets worse after epoch 2: training stops after `patience` more epochs and
+    # the weights of epoch 2 are the ones kept.
+    losses = iter([0.9, 0.5, 0.7, 0.8, 0.6, 0.4])
+    seen: list[dict] = []
+    real_val = E.CnnEmbedder._val_loss
+
+    def fake_val(self, *a, **k):
+        seen.append({k2: v.detach().clone() for k2, v in self.model_.state_dict().items()})
+        real_val(self, *a, **k)
+        return next(losses)
+
+    monkeypatch.setattr(E.CnnEmbedder, "_val_loss", fake_val)
+    emb = CnnEmbedder(tiny_cfg(epochs=6, val_frac=0.25, patience=2)).fit(x, y, groups=groups)
+    assert emb.val_history_ == [0.9, 0.5, 0.7, 0.8] and emb.best_epoch_ == 2 and len(emb.history_) == 4
+    kept = emb.model_.state_dict()
+    assert all(torch.equal(kept[k], seen[1][k]) for k in kept)
+
+
+def test_tta_averages_the_patch_and_its_four_shifted_views() -> None:
+    import torch.nn.functional as F
+
+    x, y, _ = tiny_data()
+    emb = CnnEmbedder(tiny_cfg(pca_dims=0, append_proba=True)).fit(x, y)
+    p0 = emb.predict_proba(x[:8])
+    emb.cfg = emb.cfg.model_copy(update={"tta_shift_px": 2})
+    p_tta = emb.predict_proba(x[:8])
+    xt = F.pad(torch.from_numpy(x[:8]), (2, 2, 2, 2))
+    views = [x[:8]] + [xt[..., 2 + dr : 34 + dr, 2 + dc : 34 + dc].numpy() for dr, dc in ((-2, 0), (2, 0), (0, -2), (0, 2))]
+    emb.cfg = emb.cfg.model_copy(update={"tta_shift_px": 0})
+    expect = np.mean([emb.predict_proba(np.ascontiguousarray(v)) for v in views], axis=0)
+    np.testing.assert_allclose(p_tta, expect, atol=1e-5)
+    assert not np.allclose(p_tta, p0, atol=1e-4)
+    np.testing.assert_allclose(p_tta.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_random_gamma_keeps_bright_values_and_is_seeded() -> None:
+    from radspine.features.embeddings import augmentation
+
+    aug = augmentation(AugmentConfig(max_shift_px=0, noise_sigma=0, gamma=0.4), (8, 8))
+    x = torch.linspace(0.0, 1.5, 64).reshape(1, 8, 8)
+    torch.manual_seed(3)
+    a = aug(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, aug(x)) and float(a.max()) > 1.0  # CSF above 1 is not clamped
+    assert torch.all(a[0].flatten().diff() >= 0)  # a gamma curve keeps the intensity order
+    assert not torch.equal(a, x)

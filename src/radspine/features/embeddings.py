@@ -53,6 +53,8 @@ class AugmentConfig(BaseModel):
     rotate_deg: float = Field(0.0, ge=0.0, le=45.0, description="uniform random in-plane rotation, +- degrees")
     scale: float = Field(0.0, ge=0.0, lt=0.5, description="uniform random zoom 1 +- scale (with rotate: RandomAffine)")
     noise_sigma: float = Field(0.02, ge=0.0, description="additive Gaussian noise (patch units, ~[0, 1])")
+    gamma: float = Field(0.0, ge=0.0, lt=1.0, description="random intensity gamma exp(U(-g, g)) per patch "
+                         "(other scanners' contrast; the patch's own [0, 1] scale is kept)")
     vflip: bool = False
     hflip: bool = False
 
@@ -99,6 +101,15 @@ class EmbeddingConfig(BaseModel):
     optimizer: str = Field("adamw", description="timm.optim.create_optimizer_v2 name")
     scheduler: str = Field("cosine", description="timm.scheduler.create_scheduler_v2 name (stepped per batch)")
     warmup_epochs: int = Field(0, ge=0)
+    val_frac: float = Field(
+        0.0, ge=0.0, lt=0.5, description="share of the training studies held out (grouped by study) to stop early "
+        "on their weighted log loss; the weights of the best epoch are kept. 0 = train all ``epochs``"
+    )
+    patience: int = Field(2, ge=1, description="epochs without a better validation loss before stopping")
+    tta_shift_px: int = Field(
+        0, ge=0, description="test-time augmentation: also embed the patch shifted by this many pixels up, down, "
+        "left and right (at image_size) and average probabilities and features over the 5 views; 0 = off"
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     pca_dims: int | None = Field(
         16, ge=0, description="PCA-reduce the pooled features to this many dims; 0 = drop them (probs only)"
@@ -191,9 +202,28 @@ def augmentation(aug: AugmentConfig, size: tuple[int, int]) -> Any:
         steps.append(v2.RandomVerticalFlip(0.5))
     if aug.hflip:
         steps.append(v2.RandomHorizontalFlip(0.5))
+    if aug.gamma > 0:
+        steps.append(_RandomGamma(aug.gamma))
     if aug.noise_sigma > 0:
         steps.append(v2.GaussianNoise(sigma=aug.noise_sigma, clip=False))
     return v2.Compose(steps) if steps else None
+
+
+class _RandomGamma:
+    """Random intensity gamma for a float patch in ~[0, 1] (values above 1, bright CSF, follow the same curve).
+
+    Hand-written (six lines): torchvision's adjust_gamma clamps float images to [0, 1], which would flatten CSF.
+    Draws from torch's global generator, which the DataLoader seeds per worker, so a seed repeats it.
+    """
+
+    def __init__(self, g: float) -> None:
+        self.g = float(g)
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        gamma = float(torch.empty(()).uniform_(-self.g, self.g).exp())
+        return x.clamp_min(0.0).pow(gamma)
 
 
 def _amp_dtype(spec: str, device: Any) -> Any:
@@ -212,7 +242,9 @@ class CnnEmbedder:
 
     Learned attributes (set by :meth:`fit` or :meth:`load`): ``model_``, ``in_chans_``, ``input_size_``,
     ``feature_dim_``, ``pca_mean_``/``pca_components_`` (None without PCA), ``device_``, ``history_``
-    (mean weighted loss per epoch), ``seed_``, ``weights_`` (the initial weights: name, path, sha256).
+    (mean weighted train loss per epoch), ``val_history_`` / ``best_epoch_`` (early stopping: validation loss per
+    epoch and the epoch kept; empty / the last epoch without it), ``seed_``, ``weights_`` (the initial weights:
+    name, path, sha256).
     """
 
     def __init__(self, cfg: EmbeddingConfig | None = None) -> None:
@@ -220,7 +252,8 @@ class CnnEmbedder:
 
     # ------------------------------------------------------------------ fitting
     def fit(
-        self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, seed: int = 0
+        self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, seed: int = 0,
+        groups: np.ndarray | None = None,
     ) -> CnnEmbedder:
         """Fine-tune on the labeled rows (class weights 1/2/4 × sample_weight); fit PCA on all rows.
 
@@ -229,6 +262,8 @@ class CnnEmbedder:
             y: grades 0/1/2; NaN or -1 marks unlabeled rows (excluded from training).
             sample_weight: optional per-row weights, multiplied with the class weight.
             seed: seeds initialisation, batch order and augmentation (same seed → identical result on CPU).
+            groups: study of each row; with ``val_frac`` a share of the studies is held out to stop early
+                (without groups, rows are held out one by one).
         """
         import torch
 
@@ -260,7 +295,10 @@ class CnnEmbedder:
             self._set_model(model)
             self.feature_dim_ = int(self._features_probe())
             xr = self._resized(x)
-            self.history_ = self._train(xr[train], y[train].astype(np.int64), w[train], seed)
+            fit_rows, val_rows = _early_stop_split(train, y, groups, cfg.val_frac, seed)
+            self.history_, self.val_history_, self.best_epoch_ = self._train(
+                xr[fit_rows], y[fit_rows].astype(np.int64), w[fit_rows], seed,
+                val=(xr[val_rows], y[val_rows].astype(np.int64), w[val_rows]) if val_rows.size else None)
             self.pca_mean_ = self.pca_components_ = None
             if cfg.pca_dims:
                 self._fit_pca(self._embed_resized(xr)[0], seed)
@@ -350,7 +388,11 @@ class CnnEmbedder:
             generator=torch.Generator().manual_seed(int(seed)),
         )
 
-    def _train(self, x: Any, y: np.ndarray, w: np.ndarray, seed: int) -> list[float]:
+    def _train(self, x: Any, y: np.ndarray, w: np.ndarray, seed: int,
+               val: tuple[Any, np.ndarray, np.ndarray] | None = None) -> tuple[list[float], list[float], int]:  # fmt: skip
+        """Train for ``cfg.epochs``; with ``val`` (patches, grades, weights) stop after ``cfg.patience`` epochs
+        without a better weighted validation loss and keep the best epoch's weights. Returns (train loss per
+        epoch, validation loss per epoch, best epoch (1-based; the last one without ``val``))."""
         import torch
         import torch.nn.functional as F
         from timm.optim import create_optimizer_v2
@@ -387,8 +429,10 @@ class CnnEmbedder:
         scaler = torch.amp.GradScaler(self.device_.type, enabled=amp == torch.float16)
         class_w = torch.tensor(SEVERITY_WEIGHTS, dtype=torch.float32, device=self.device_)
         history: list[float] = []
+        val_hist: list[float] = []
+        best = (np.inf, 0, None)  # (loss, epoch, state)
         step = 0
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             model.train()
             for mod in frozen:
                 mod.eval()  # frozen stages keep their (ImageNet) BN statistics
@@ -411,10 +455,40 @@ class CnnEmbedder:
                 total += float(loss_sum.detach())
                 total_w += float(denom.detach())
             history.append(total / max(total_w, 1e-12))
+            if val is not None:
+                val_hist.append(self._val_loss(val, cached, forward, to_dev, class_w, amp))
+                if val_hist[-1] < best[0] - 1e-6:
+                    best = (val_hist[-1], epoch + 1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                elif epoch + 1 - best[1] >= cfg.patience:
+                    log.info("CNN early stop after epoch %d (best %d: val loss %.4f)", epoch + 1, best[1], best[0])
+                    break
+        if best[2] is not None:
+            model.load_state_dict(best[2])
         for p in model.parameters():
             p.requires_grad_(True)
         model.eval()
-        return history
+        return history, val_hist, best[1] if best[2] is not None else len(history)
+
+    def _val_loss(self, val: tuple[Any, np.ndarray, np.ndarray], cached: Any, forward: Any, to_dev: Any,
+                  class_w: Any, amp: Any) -> float:  # fmt: skip
+        """The metric's weighted log loss (1/2/4 × sample weight) of the model on held-out patches."""
+        import torch
+        import torch.nn.functional as F
+
+        xv, yv, wv = val
+        self.model_.eval()
+        src = self._prefix_acts(xv) if cached is not None else xv
+        bs = self.cfg.infer_batch_size or self.cfg.batch_size * (8 if self.device_.type == "cuda" else 2)
+        total, total_w = 0.0, 0.0
+        with torch.no_grad():
+            for i in range(0, len(yv), bs):
+                with torch.autocast(self.device_.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    logits = forward(to_dev(src[i : i + bs]))
+                yb = torch.from_numpy(yv[i : i + bs]).to(self.device_)
+                rw = class_w[yb] * torch.from_numpy(wv[i : i + bs].astype(np.float32)).to(self.device_)
+                total += float((F.cross_entropy(logits.float(), yb, reduction="none") * rw).sum())
+                total_w += float(rw.sum())
+        return total / max(total_w, 1e-12)
 
     def _fit_pca(self, feats: np.ndarray, seed: int) -> None:
         from sklearn.decomposition import PCA
@@ -443,6 +517,23 @@ class CnnEmbedder:
         return self._embed_resized(self._resized(x))
 
     def _embed_resized(self, xr: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled features and probabilities of resized patches; with ``tta_shift_px`` the mean over the patch
+        and its four shifted copies (zeros fill what a shift uncovers: the patches' own "outside" value)."""
+        import torch.nn.functional as F
+
+        feats, probs = self._embed_view(xr, use_cache=True)
+        t = int(getattr(self.cfg, "tta_shift_px", 0) or 0)
+        if t <= 0 or xr.shape[0] == 0:
+            return feats, probs
+        padded = F.pad(xr, (t, t, t, t))
+        h, w = xr.shape[-2:]
+        for dr, dc in ((-t, 0), (t, 0), (0, -t), (0, t)):
+            view = padded[..., t + dr : t + dr + h, t + dc : t + dc + w]
+            f, p = self._embed_view(view.contiguous(), use_cache=False)
+            feats, probs = feats + f, probs + p
+        return feats / 5.0, probs / 5.0
+
+    def _embed_view(self, xr: Any, use_cache: bool) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         model = self.model_
@@ -450,9 +541,9 @@ class CnnEmbedder:
         bs = self.cfg.infer_batch_size or self.cfg.batch_size * (8 if self.device_.type == "cuda" else 2)
         zeros = torch.zeros(xr.shape[0])
         cached = self._prefix_split()
-        if cached is not None:
+        if cached is not None and use_cache:
             src, to_dev, features = self._prefix_acts(xr), self._to_device_raw, cached[1]
-        else:
+        else:  # a shifted view is not in the per-patch prefix cache: run the whole network on it
             src, to_dev, features = xr, self._to_device, model.forward_features
         loader = self._loader(_Patches(src, zeros, zeros), bs, shuffle=False, seed=0)
         amp = _amp_dtype(self.cfg.amp, self.device_)
@@ -532,6 +623,8 @@ class CnnEmbedder:
             "n_features_out": self.n_features_out_,
             "seed": self.seed_,
             "history": self.history_,
+            "val_history": getattr(self, "val_history_", []),
+            "best_epoch": getattr(self, "best_epoch_", len(self.history_)),
             "weights": self.weights_,
             "input_norm": list(self._norm),
             "versions": {"torch": torch.__version__, "timm": timm.__version__},
@@ -581,6 +674,8 @@ class CnnEmbedder:
         self.feature_dim_ = int(meta["feature_dim"])
         self.seed_ = int(meta["seed"])
         self.history_ = list(meta.get("history", []))
+        self.val_history_ = list(meta.get("val_history", []))
+        self.best_epoch_ = int(meta.get("best_epoch", len(self.history_)))
         self.weights_ = dict(meta.get("weights") or {"name": "local" if cfg.weights_path else "none"})
         model = build_backbone(cfg.backbone, self.in_chans_, kwargs=cfg.backbone_kwargs)
         try:
@@ -600,6 +695,23 @@ class CnnEmbedder:
             except (OSError, KeyError, ValueError) as err:
                 raise ModelError(f"{d / 'pca.npz'}: cannot load PCA ({err})") from None
         return self
+
+
+def _early_stop_split(rows: np.ndarray, y: np.ndarray, groups: np.ndarray | None, frac: float,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit on, rows to stop early on): about ``frac`` of the labelled ``rows``, whole studies at a time
+    when ``groups`` is given (a study's rows are correlated, so holding out single rows would flatter the
+    validation loss), drawn with ``seed``. ``frac`` 0 or too few studies: no validation rows."""
+    if frac <= 0 or rows.size < 10:
+        return rows, rows[:0]
+    rng = np.random.default_rng(seed)
+    g = np.asarray(groups)[rows] if groups is not None else rows
+    studies = rng.permutation(np.unique(g))
+    if studies.size < 4:
+        return rows, rows[:0]
+    n_val = max(1, int(round(frac * studies.size)))
+    held = np.isin(g, studies[:n_val])
+    return rows[~held], rows[held]
 
 
 def _procrustes_map(src_train: np.ndarray, dst_train: np.ndarray, src: np.ndarray) -> np.ndarray:
@@ -676,7 +788,7 @@ def oof_embeddings(
         k = max(1, smallest - 1)
         log.warning("CNN: %d patches in the smallest fold; pca_dims %d -> %d", smallest, cfg.pca_dims, k)
         cfg = cfg.model_copy(update={"pca_dims": k})
-    full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed)
+    full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed, groups=groups)
     n_prob = 3 if cfg.append_proba else 0
     align = cfg.align_folds and full.n_features_out_ > n_prob
     z_full = full.transform(x)[:, n_prob:] if align else None
@@ -686,7 +798,7 @@ def oof_embeddings(
             log.warning("CNN OOF fold %d/%d: fewer than 2 labelled training patches; its rows stay NaN", k + 1, len(splits))
             continue
         emb = CnnEmbedder(cfg).fit(x[tr], y[tr], None if sample_weight is None else sample_weight[tr],
-                                   seed=seed + 1 + k)
+                                   seed=seed + 1 + k, groups=groups[tr])
         part = emb.transform(x[va])
         if align:
             part[:, n_prob:] = _procrustes_map(emb.transform(x[tr])[:, n_prob:], z_full[tr], part[:, n_prob:])
