@@ -30,7 +30,7 @@ def loc_model(loc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from radspine.localize import LocalizerConfig, train_localizer
 
     out = tmp_path_factory.mktemp("loc_model") / "model"
-    train_localizer(loc_root, out, LocalizerConfig(**LOC_CFG), seed=0)
+    train_localizer(loc_root, out, LocalizerConfig(**LOC_CFG), seed=0, init=None)
     return out
 
 

@@ -159,3 +159,60 @@ def test_assign_ordered_peaks_counts_from_the_lowest_disc():
     # The image ends 2 px (< one 8 px disc gap) below the lowest disc: the sacrum may be out of view, so the
     # lowest disc is not taken for L5/S1 and the level responses decide.
     assert [r for r, _ in assign_ordered_peaks(maps, min_sep_px=3, floor_row=48.0)] == [6, 14, 22, 30, 38]
+
+
+def test_choose_levels_margin_tells_a_clear_chain_from_an_ambiguous_one():
+    """Six disc-like peaks: when the level channels answer only their own disc, the chosen chain beats the chain
+    one disc up by a wide margin; when every channel answers its own disc and the one above equally (a sixth
+    lumbar-type disc, or an S1/S2 remnant as bright as L5/S1), the shifted chain explains the maps as well."""
+    from radspine.localize.net import choose_levels
+
+    discs = np.array([6.0, 14.0, 22.0, 30.0, 38.0, 46.0])
+    g = gaussian_maps(64, discs, np.full(len(discs), 10.0), np.ones(len(discs)), 1.5)[:, :, :20]
+    clear = np.zeros((5, 64, 20), np.float32)
+    ambiguous = np.zeros((5, 64, 20), np.float32)
+    for ch in range(5):  # channel ch's own disc is discs[ch + 1]
+        clear[ch] = g[ch + 1] + 0.05 * g[ch]
+        ambiguous[ch] = g[ch + 1] + g[ch]
+    for rule in ("count", "window"):
+        a = choose_levels(clear, min_sep_px=3, rule=rule)
+        b = choose_levels(ambiguous, min_sep_px=3, rule=rule)
+        assert [r for r, _ in a.rows_cols] == [14, 22, 30, 38, 46] and (a.n_disc, b.n_disc) == (5, 6)
+        assert a.margin > 0.9
+        assert abs(b.margin) < 0.05
+
+
+def test_window_rule_skips_a_bright_remnant_below_l5_s1():
+    """An S1/S2 remnant that is disc-like in the max map but that no level channel claims as its own: counting
+    from the lowest peak takes it for L5/S1; the window rule follows the level channels."""
+    from radspine.localize.net import choose_levels
+
+    discs = np.array([14.0, 22.0, 30.0, 38.0, 46.0, 54.0])  # the last is the remnant
+    g = gaussian_maps(64, discs, np.full(len(discs), 10.0), np.ones(len(discs)), 1.5)[:, :, :20]
+    maps = np.zeros((5, 64, 20), np.float32)
+    for ch in range(5):
+        maps[ch] = g[ch] + 0.1 * g[min(ch + 1, 5)]
+    maps[0] += 0.9 * g[5]  # a channel far from home answers the remnant (it is disc-like in the max map)
+    assert [r for r, _ in choose_levels(maps, min_sep_px=3, rule="count").rows_cols] == [22, 30, 38, 46, 54]
+    win = choose_levels(maps, min_sep_px=3, rule="window")
+    assert [r for r, _ in win.rows_cols] == [14, 22, 30, 38, 46] and win.rule == "window"
+
+
+def test_sacrum_channel_stops_the_count_at_the_disc_above_it():
+    """A disc-like S1/S2 remnant below L5/S1: counting from the lowest peak takes it for L5/S1; with a sacrum
+    peak between L5/S1 and the remnant, L5/S1 is the lowest disc above the sacrum. A sacrum peak below every
+    disc (the usual case) changes nothing, and a weak one is ignored."""
+    from radspine.localize.net import choose_levels
+
+    discs = np.array([14.0, 22.0, 30.0, 38.0, 46.0, 54.0])  # the last one is the remnant
+    g = gaussian_maps(64, discs, np.full(len(discs), 10.0), np.ones(len(discs)), 1.5)[:, :, :20]
+    maps = np.zeros((5, 64, 20), np.float32)
+    for ch in range(5):
+        maps[ch] = g[ch] + 0.6 * g[ch + 1]  # each channel also answers the disc below: the remnant is disc-like
+    s1 = gaussian_maps(64, np.array([50.0]), np.array([10.0]), np.ones(1), 1.5)[0, :, :20]
+    assert [r for r, _ in choose_levels(maps, min_sep_px=3).rows_cols] == [22, 30, 38, 46, 54]
+    ch = choose_levels(maps, min_sep_px=3, sacrum=s1)
+    assert [r for r, _ in ch.rows_cols] == [14, 22, 30, 38, 46] and ch.rule == "sacrum"
+    low = gaussian_maps(64, np.array([60.0]), np.array([10.0]), np.ones(1), 1.5)[0, :, :20]
+    assert [r for r, _ in choose_levels(maps, min_sep_px=3, sacrum=low).rows_cols] == [22, 30, 38, 46, 54]
+    assert choose_levels(maps, min_sep_px=3, sacrum=0.2 * s1).rule == "sacrum count"

@@ -212,7 +212,12 @@ def test_cli_train_localizer_writes_bundle_and_report(loc_root: Path, tmp_path: 
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "m" / "localizer_report.json").read_text())
     assert rep["epochs"] == 1 and rep["seed"] == 3 and set(rep["per_condition"]) >= set(CONDITIONS)
+    assert rep["init"] == "shipped"  # fine-tunes the shipped localizer unless told otherwise
     assert Localizer.load(tmp_path / "m").cfg.epochs == 1
+    res = CliRunner().invoke(app, ["train-localizer", "--data", str(loc_root), "--out", str(tmp_path / "s"),
+                                   "--epochs", "1", "--init", "none", "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "s" / "localizer_report.json").read_text())["init"] is None
     res = CliRunner().invoke(app, ["train-localizer", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m2")])
     assert res.exit_code == 2 and "does not exist" in res.output
 
@@ -251,3 +256,31 @@ def test_oof_points_cover_every_study_once():
     assert list(out.columns) == list(POINT_COLUMNS) and (out.series_id >= 0).all()
     with pytest.raises(Exception, match="n_folds=9"):
         _oof(data, cfg, n_folds=9, seed=0, source="toy")
+
+
+def test_an_ambiguous_level_chain_is_marked_and_still_graded(loc_model: Path, dataset, monkeypatch):
+    """A study whose chain one disc up explains the heatmaps as well (margin ≤ 0) gets a low level confidence
+    and "levels may be shifted" on every point; the points stay usable (graded), unlike a "doubtful" one."""
+    import radspine.localize.infer as infer
+    from radspine.points import is_unusable
+
+    study = dataset.studies("train")[0]
+    vols = load_study_volumes(study)
+    clear = Localizer.load(loc_model, device="cpu").predict_volumes(study.study_id, vols)
+    assert clear["level_confidence"].nunique() == 1 and list(clear.columns) == list(POINT_COLUMNS)
+    real = infer.choose_levels
+    monkeypatch.setattr(infer, "choose_levels", lambda *a, **k: replace(real(*a, **k), margin=-0.2))
+    amb = Localizer.load(loc_model, device="cpu").predict_volumes(study.study_id, vols)
+    conf = float(amb["level_confidence"].iloc[0])
+    assert conf < Localizer.load(loc_model).cfg.level_shift_below <= float(clear["level_confidence"].iloc[0])
+    located = amb[amb.series_id >= 0]
+    assert located.flag.str.contains(f"levels may be shifted (level confidence {conf:.2f})", regex=False).all()
+    assert not clear.flag.str.contains("levels may be shifted").any()
+    assert [is_unusable(f) for f in located.flag] == [is_unusable(f) for f in clear[clear.series_id >= 0].flag]
+    # A chain that fits worse than its shifted neighbour (transitional anatomy): doubtful, not graded.
+    monkeypatch.setattr(infer, "choose_levels", lambda *a, **k: replace(real(*a, **k), margin=-1.0))
+    bad = Localizer.load(loc_model, device="cpu").predict_volumes(study.study_id, vols)
+    assert float(bad["level_confidence"].iloc[0]) < Localizer.load(loc_model).cfg.level_doubt_below
+    located = bad[bad.series_id >= 0]
+    assert located.flag.str.contains("doubtful: level count", regex=False).all()
+    assert all(is_unusable(f) for f in located.flag)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -50,6 +52,11 @@ class LocalizerConfig(BaseModel):
     # Gaussian prior (mm) tying each foramen to its level's canal point: head-feet and anterior-posterior.
     foramen_prior_z_mm: float = Field(10.0, gt=0)
     foramen_prior_y_mm: float = Field(25.0, gt=0)
+    # An 11th sagittal channel for the sacrum (the canal behind the upper S1 body, below L5/S1): L5/S1 is then
+    # the lowest disc above it, so an S1/S2 remnant or a sacral segment below is never counted as L5/S1.
+    # Its training target comes from the canal labels (L5/S1 + 0.45 × (L5/S1 − L4/L5)); models saved without
+    # it load with False.
+    sacrum_channel: bool = True
     # Training.
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -77,6 +84,15 @@ class LocalizerConfig(BaseModel):
     spine_min_peak: float = Field(0.15, ge=0, le=1)
     # A level whose gap to a neighbour exceeds this multiple of the study's median disc gap is doubtful.
     max_gap_ratio: float = Field(2.0, gt=1)
+    # How disc candidates become levels when the sacrum is in view (see net.choose_levels): "count" = up from the
+    # lowest disc-like peak; "window" = the run of consecutive disc-like peaks the level channels answer most.
+    level_rule: Literal["count", "window"] = "count"
+    # A study whose level confidence (P(chain not shifted)) is below this gets "levels may be shifted" on its
+    # points; it is still graded.
+    level_shift_below: float = Field(0.5, ge=0, le=1)
+    # Below this level confidence the chain is as good one disc up or down (transitional anatomy: 4 or 6
+    # lumbar-type vertebrae, a formed S1/S2 disc): "doubtful: level count", and the points are not graded.
+    level_doubt_below: float = Field(0.15, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sizes_fit_depth(self) -> LocalizerConfig:

@@ -146,3 +146,65 @@ def phantom_study_ids(seed: int, n: int) -> list[int]:
     from radspine.synth import study_ids
 
     return study_ids(seed, n)
+
+
+class _RealVariant:
+    """Loader of a field-of-view / scale variant of a real study's sagittal stacks (picklable).
+
+    Rows ``[r0, r1)`` of every sagittal stack are kept (the stack's origin moves with them) and the pixel spacing
+    is multiplied by ``scale`` (anatomy looks larger or smaller in mm); the coordinates' y shift by ``r0``.
+    """
+
+    def __init__(self, load: Callable[[], StudyVolumes], study_id: int, r0: int, r1: int, scale: float):
+        self.load, self.study_id, self.r0, self.r1, self.scale = load, study_id, r0, r1, scale
+
+    def _vol(self, v: Volume | None) -> Volume | None:
+        if v is None:
+            return None
+        r1 = min(self.r1, v.pixels.shape[1])
+        ps = (v.pixel_spacing[0] * self.scale, v.pixel_spacing[1] * self.scale)
+        pos = v.positions + self.r0 * ps[0] * v.col_cosine[None, :]
+        return replace(v, pixels=np.ascontiguousarray(v.pixels[:, self.r0 : r1, :]), positions=pos, pixel_spacing=ps,
+                       study_id=self.study_id, meta={**v.meta, "variant": (self.r0, r1, self.scale)})  # fmt: skip
+
+    def __call__(self) -> StudyVolumes:
+        vols = self.load()
+        return StudyVolumes(sag_t2=self._vol(vols.sag_t2), sag_t1=self._vol(vols.sag_t1),
+                            problems=dict(vols.problems), study_id=self.study_id)  # fmt: skip
+
+
+def real_variants(loaders: dict[int, Callable[[], StudyVolumes]], coords: pd.DataFrame, rows: dict[int, int],
+                  copies: int, seed: int) -> tuple[dict[int, Callable[[], StudyVolumes]], pd.DataFrame]:  # fmt: skip
+    """``copies`` field-of-view / scale variants of each real labelled study (sagittal stacks only).
+
+    Real fields of view range from tight (L1-S1) to wide (lower thoracic to sacrum), and a few real scans teach
+    level identity only if the net sees both: half the variants crop tight around the labelled levels (from
+    0.3-1 disc gap above the highest to 0.6-1.6 gaps below the lowest, so the sacrum stays in view or is just
+    cut), the others keep a random 60-100 % window of the rows that holds every label; every variant scales
+    the anatomy by 0.9-1.1. ``rows``: image rows of each study's sagittal stack. Variant r of study s gets the
+    pseudo id ``s * COPY_BASE + r`` (r ≥ 1) and the study's coordinates with y moved by the crop.
+    """
+    out: dict[int, Callable[[], StudyVolumes]] = {}
+    frames = []
+    for sid, load in loaders.items():
+        c = coords[coords.study_id == sid]
+        if c.empty:
+            continue
+        n = int(rows[sid])
+        ys = np.sort(c["y"].to_numpy(dtype=np.float64))
+        gap = float(np.median(np.diff(ys))) if len(ys) > 1 else n / 8.0
+        for r in range(1, copies + 1):
+            rng = np.random.default_rng([seed, int(sid) % (2**31), r])
+            if rng.random() < 0.5:
+                r0 = ys[0] - rng.uniform(0.3, 1.0) * gap
+                r1 = ys[-1] + rng.uniform(0.6, 1.6) * gap
+            else:
+                h = rng.uniform(0.6, 1.0) * n
+                lo, hi = max(0.0, ys[-1] + 0.3 * gap - h), min(ys[0] - 0.3 * gap, n - h)
+                r0 = rng.uniform(lo, hi) if hi > lo else max(0.0, (ys[0] + ys[-1] - h) / 2)
+                r1 = r0 + h
+            r0, r1 = int(np.clip(np.floor(r0), 0, n - 1)), int(np.clip(np.ceil(r1), 1, n))
+            new_id = int(sid) * COPY_BASE + r
+            out[new_id] = _RealVariant(load, new_id, r0, r1, float(rng.uniform(0.9, 1.1)))
+            frames.append(c.assign(study_id=new_id, y=c["y"] - r0))
+    return out, (pd.concat(frames, ignore_index=True) if frames else coords.iloc[:0])

@@ -34,7 +34,7 @@ from radspine.geometry import nearest_stack, pixel_to_world, project_point
 from radspine.io.volumes import StudyVolumes, load_study_volumes
 from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
-from radspine.localize.net import HeatmapUNet, assign_ordered_peaks, decode_peak, refine_argmax_1d
+from radspine.localize.net import HeatmapUNet, LevelChoice, choose_levels, decode_peak, refine_argmax_1d
 from radspine.points import DETAIL_COLUMNS, write_points
 from radspine.torchutil import resolve_device, torch_threads
 from radspine.types import Study, Volume
@@ -44,9 +44,14 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "localizer.pt"
 META_FILE = "meta.json"
 FORMAT_VERSION = 2
-POINT_COLUMNS: tuple[str, ...] = (*DETAIL_COLUMNS, "confidence")
+# ``level_confidence``: the study's P(the chain of levels is not shifted), the same on its 25 rows (NaN when no
+# sagittal chain was found).
+POINT_COLUMNS: tuple[str, ...] = (*DETAIL_COLUMNS, "confidence", "level_confidence")
 # Sagittal model channels: 0-4 canal per level, 5-9 foramen per level (either side).
 N_SAG, N_AX = 10, 2
+# Index of the optional sacrum channel of the sagittal net (after the 10 level channels), and where its target
+# lies: the canal point of L5/S1 moved this fraction of the L4/L5 → L5/S1 step further down.
+SACRUM, SACRUM_STEP = N_SAG, 0.45
 CANAL = "spinal_canal_stenosis"
 FORA = ("left_neural_foraminal_narrowing", "right_neural_foraminal_narrowing")
 SUBS = ("left_subarticular_stenosis", "right_subarticular_stenosis")
@@ -55,9 +60,13 @@ SIDE_CONDITIONS = FORA + SUBS
 HEAD_OF = {CANAL: "canal", FORA[0]: "foramina", FORA[1]: "foramina", SUBS[0]: "subarticular", SUBS[1]: "subarticular"}
 # LocalizerConfig fields that only steer inference: a loaded model takes them from the current defaults (unless the
 # user trained with a value of their own: `inference_custom` in the saved state).
-INFERENCE_ONLY = ("slice_step_mm", "sag_fine_window_mm", "sag_fine_width_mm")
+INFERENCE_ONLY = ("slice_step_mm", "sag_fine_window_mm", "sag_fine_width_mm", "level_rule", "level_shift_below",
+                  "level_doubt_below")
 # Fine-pass search radius (mm) around each level's coarse point.
 REFINE_RADIUS_MM = 14.0
+# Logistic (a, b) of P(levels not shifted) on the chain margin for a model without a fitted curve: margin 0
+# (a shifted chain explains the heatmaps as well) → 0.5, margin 0.3 → 0.86.
+DEFAULT_LEVEL_CALIBRATION = (0.0, 6.0)
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 
 
@@ -113,7 +122,8 @@ class Localizer:
     """
 
     def __init__(self, cfg: LocalizerConfig, sag_net: HeatmapUNet | None, ax_net: HeatmapUNet | None, offsets: dict,
-                 conditions: list[str] | None = None, calibration: dict | None = None):  # fmt: skip
+                 conditions: list[str] | None = None, calibration: dict | None = None,
+                 level_calibration: tuple[float, float] | None = None):  # fmt: skip
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.sag_net = sag_net.to(self.device).eval() if sag_net is not None else None
@@ -122,8 +132,19 @@ class Localizer:
         self.offsets = {k: {lv: np.asarray(v, dtype=np.float64) for lv, v in d.items()} for k, d in offsets.items()}
         self.conditions = list(CONDITIONS if conditions is None else conditions)
         self.calibration = {k: (list(map(float, v[0])), list(map(float, v[1]))) for k, v in (calibration or {}).items()}
+        self.level_calibration: tuple[float, float] | None = (
+            None if level_calibration is None else (float(level_calibration[0]), float(level_calibration[1])))
         # Axial canonical frames of the study being localised (reset per study by predict_volumes).
         self._ax_frames: dict[int, PlaneFrame] = {}
+
+    def level_confidence(self, choice: LevelChoice | None) -> float:
+        """P(the study's chain of levels is not shifted) from the chosen chain's margin over the chain one disc
+        up or down: a logistic curve fitted on real held-out studies (``level_calibration`` = (a, b)), or
+        ``DEFAULT_LEVEL_CALIBRATION`` for a model without one. NaN when no chain was chosen by the level channels."""
+        if choice is None:
+            return float("nan")
+        a, b = self.level_calibration or DEFAULT_LEVEL_CALIBRATION
+        return float(1.0 / (1.0 + np.exp(-(a + b * choice.margin))))
 
     def confidence(self, cond: str, raw: float) -> float:
         """Calibrated confidence in [0, 1] of a raw heatmap peak (identity where the bundle has no curve)."""
@@ -148,6 +169,7 @@ class Localizer:
             "offsets": {k: {lv: [float(x) for x in v] for lv, v in d.items()} for k, d in self.offsets.items()},
             "conditions": list(self.conditions),
             "calibration": {k: [list(v[0]), list(v[1])] for k, v in self.calibration.items()},
+            "level_calibration": None if self.level_calibration is None else list(self.level_calibration),
             # Inference settings the user chose (not the code's default): kept on loading, see :meth:`load`.
             "inference_custom": {f: getattr(self.cfg, f) for f in INFERENCE_ONLY
                                  if getattr(self.cfg, f) != LocalizerConfig.model_fields[f].default},
@@ -198,6 +220,8 @@ class Localizer:
             saved = dict(state["config"])
             # A net trained before the axial slice search saw only labelled slices: its peaks cannot rank them.
             saved.setdefault("ax_slice_search_mm", 0.0)
+            head = (state.get("sag_state") or {}).get("head.weight")
+            saved["sacrum_channel"] = head is not None and int(head.shape[0]) > N_SAG
             cfg = LocalizerConfig(**saved)
             # How a trained net is applied is the code's business, not the saved model's (an older bundle
             # would otherwise keep an older, slower scan step forever), unless the user set a value of their own.
@@ -208,7 +232,7 @@ class Localizer:
                 cfg = cfg.model_copy(update={"device": device})
             sag = ax = None
             if state.get("sag_state") is not None:
-                sag = HeatmapUNet(3, N_SAG, cfg.base_channels, cfg.sag_depth)
+                sag = HeatmapUNet(3, N_SAG + int(cfg.sacrum_channel), cfg.base_channels, cfg.sag_depth)
                 sag.load_state_dict(state["sag_state"])
             if state.get("ax_state") is not None:
                 ax = HeatmapUNet(3, N_AX, cfg.base_channels, cfg.ax_depth)
@@ -217,7 +241,8 @@ class Localizer:
             raise
         except Exception as err:  # noqa: BLE001 - any unpickling/shape problem means a corrupt bundle
             raise ModelError(f"{path}: corrupt localizer model ({type(err).__name__}: {err})".splitlines()[0]) from None
-        return cls(cfg, sag, ax, state["offsets"], state.get("conditions"), state.get("calibration"))
+        return cls(cfg, sag, ax, state["offsets"], state.get("conditions"), state.get("calibration"),
+                   state.get("level_calibration"))
 
     # ----------------------------------------------------------------- networks
     @torch.no_grad()
@@ -248,25 +273,27 @@ class Localizer:
                                _grid_size(u1 - u0 + pad, cfg.sag_spacing_mm, cfg.sag_depth))  # fmt: skip
         return self._scan(frame, 2 * cfg.slice_step_mm, ((u0 + u1) / 2, (v0 + v1) / 2))
 
-    def sagittal_scan(self, vol: Volume) -> tuple[Scan, Scan, dict[str, np.ndarray]]:
-        """(coarse, fine, coarse level anchors) of a sagittal stack: the fine window is centred on the spine
-        the coarse pass found, and the coarse anchors (whole-FOV context) fix which disc is which level."""
+    def sagittal_scan(self, vol: Volume) -> tuple[Scan, Scan, dict[str, np.ndarray], LevelChoice | None]:
+        """(coarse, fine, coarse level anchors, their level choice) of a sagittal stack: the fine window is
+        centred on the spine the coarse pass found, and the coarse anchors (whole-FOV context) fix which disc
+        is which level."""
         cfg = self.cfg
         coarse = self.coarse_scan(vol)
-        pts, _ = self._levels(coarse)
+        pts, _, choice = self._levels(coarse)
         centre = np.mean(np.stack(list(pts.values())), axis=0)
         rel = centre - coarse.frame.origin
         shift = (float(rel @ coarse.frame.u), float(rel @ coarse.frame.v))
         rows = _grid_size(cfg.sag_fine_window_mm, cfg.sag_fine_spacing_mm, cfg.sag_depth)
         cols = _grid_size(cfg.sag_fine_width_mm, cfg.sag_fine_spacing_mm, cfg.sag_depth)
         fine = self._scan(coarse.frame.with_grid(cfg.sag_fine_spacing_mm, rows, cols), cfg.slice_step_mm, shift)
-        return coarse, fine, pts
+        return coarse, fine, pts, choice
 
     @property
     def has_canal(self) -> bool:
         return CANAL in self.conditions
 
-    def _levels(self, scan: Scan, near: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    def _levels(self, scan: Scan, near: dict[str, np.ndarray] | None = None,
+                near_choice: LevelChoice | None = None) -> tuple[dict[str, np.ndarray], dict[str, float], LevelChoice | None]:  # fmt: skip
         """Level anchors: canal points when the bundle has a canal head, else the foramina's midline projection.
 
         ``near``: coarse anchors; each level's peak is then searched within ``REFINE_RADIUS_MM`` of its coarse
@@ -279,7 +306,9 @@ class Localizer:
         # The coarse pass has the whole-FOV context, the fine pass the detail: keep whichever level assignment
         # explains the fine heatmaps better (summed level responses), so neither pass's slip is final.
         refined = decode(scan, near)
-        return refined if sum(refined[1].values()) >= sum(free[1].values()) else free
+        if sum(refined[1].values()) >= sum(free[1].values()):
+            return refined[0], refined[1], near_choice
+        return free
 
     @staticmethod
     def _near_mask(scan: Scan, near: dict[str, np.ndarray] | None, lv: str) -> np.ndarray | None:
@@ -291,14 +320,18 @@ class Localizer:
         r2 = ((gr[:, None] - row) ** 2 + (gc[None, :] - col) ** 2) * scan.frame.spacing**2
         return r2 <= REFINE_RADIUS_MM**2
 
-    @staticmethod
-    def _ordered(scan: Scan, maps: np.ndarray) -> list[tuple[int, int]] | None:
+    def _ordered(self, scan: Scan, maps: np.ndarray, sacrum: np.ndarray | None = None) -> LevelChoice | None:
         sp = scan.frame.spacing
         # Row of the image's lower (feet-side) edge on this scan's grid: rows run along −z (v).
         floor = scan.frame.extent()[3] / sp + (scan.frame.size - 1) / 2.0 - scan.shift[1] / sp
-        return assign_ordered_peaks(maps, min_sep_px=max(1, int(round(12.0 / sp))), floor_row=floor)
+        return choose_levels(maps, min_sep_px=max(1, int(round(12.0 / sp))), floor_row=floor,
+                             rule=self.cfg.level_rule, sacrum=sacrum)  # fmt: skip
 
-    def _canal(self, scan: Scan, near: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    def _sacrum_map(self, heat: np.ndarray) -> np.ndarray | None:
+        """The sacrum channel of (C, H, W) heatmaps of one plane, or None for a model without one."""
+        return heat[SACRUM] if self.cfg.sacrum_channel and heat.shape[0] > SACRUM else None
+
+    def _canal(self, scan: Scan, near: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float], LevelChoice | None]:
         """Canal point per level: one midline plane, then disc candidates assigned to levels in order (or, with
         ``near``, each level's peak next to its coarse point)."""
         ds, heat = scan.ds, scan.heat
@@ -312,19 +345,20 @@ class Localizer:
         j, d = refine_argmax_1d(prof[sel], ds[sel])
         i = int(sel[j])
         maps = heat[i, :5]
-        rows_cols = self._ordered(scan, maps) if near is None else self._masked_argmax(scan, maps, near)
+        choice = self._ordered(scan, maps, self._sacrum_map(heat[i])) if near is None else None
+        rows_cols = (None if choice is None else choice.rows_cols) if near is None else self._masked_argmax(scan, maps, near)
         points, scores = {}, {}
         for li, lv in enumerate(LEVELS):
             row, col, val = decode_peak(maps[li], at=None if rows_cols is None else rows_cols[li])
             points[lv], scores[lv] = scan.world(d, row, col), val
-        return points, scores
+        return points, scores, choice
 
     @staticmethod
     def _symmetry_centre(scan: Scan) -> float:
         """Plane offset (mm) midway between the foramen responses: their response-weighted centre (the two
         sides being symmetric about the midline)."""
         ds = scan.ds
-        prof = scan.heat[:, 5:].reshape(len(ds), 5, -1).max(axis=2).sum(axis=1)
+        prof = scan.heat[:, 5:10].reshape(len(ds), 5, -1).max(axis=2).sum(axis=1)
         w = np.clip(prof - np.median(prof), 0, None)
         return float((w * ds).sum() / w.sum()) if w.sum() > 0 else float(ds.mean())
 
@@ -336,18 +370,19 @@ class Localizer:
             out.append(tuple(int(v) for v in np.unravel_index(int(np.argmax(h)), h.shape)))
         return out
 
-    def _foramen_anchors(self, scan: Scan, near: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    def _foramen_anchors(self, scan: Scan, near: dict[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, float], LevelChoice | None]:
         """Without a canal head: levels from the foramen channels projected over all planes, on the midline
         plane (the response-weighted centre of the planes, the two sides being symmetric about it)."""
         heat = scan.heat
         d = self._symmetry_centre(scan)
-        maps = heat[:, 5:].max(axis=0)
-        rows_cols = self._ordered(scan, maps) if near is None else self._masked_argmax(scan, maps, near)
+        maps = heat[:, 5:10].max(axis=0)
+        choice = self._ordered(scan, maps, self._sacrum_map(heat.max(axis=0))) if near is None else None
+        rows_cols = (None if choice is None else choice.rows_cols) if near is None else self._masked_argmax(scan, maps, near)
         points, scores = {}, {}
         for li, lv in enumerate(LEVELS):
             row, col, val = decode_peak(maps[li], at=None if rows_cols is None else rows_cols[li])
             points[lv], scores[lv] = scan.world(d, row, col), val
-        return points, scores
+        return points, scores, choice
 
     @staticmethod
     def _peak(scan: Scan, heat: np.ndarray, ch: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -470,14 +505,16 @@ class Localizer:
         anchor_vol: Volume | None = None
         level_doubt: dict[str, str] = {}
         spine_doubt, spine_scale = "", 1.0
+        level_conf, shift_note = float("nan"), ""
         if self.sag_net is not None and (t2 is not None or t1 is not None):
             scans: dict[int, Scan] = {}
 
             coarse_pts: dict[int, dict[str, np.ndarray]] = {}
+            coarse_choice: dict[int, LevelChoice | None] = {}
 
             def fine(vol: Volume) -> Scan:
                 if id(vol) not in scans:
-                    _, scans[id(vol)], coarse_pts[id(vol)] = self.sagittal_scan(vol)
+                    _, scans[id(vol)], coarse_pts[id(vol)], coarse_choice[id(vol)] = self.sagittal_scan(vol)
                 return scans[id(vol)]
 
             # Level anchors from the canal series (T2, else T1) or, for a foramina-only bundle, from T1 (else T2).
@@ -488,7 +525,14 @@ class Localizer:
                 anchor_vol = t1 if t1 is not None else t2
                 base_flag = ""
             scan = fine(anchor_vol)
-            anchors, a_scores = self._levels(scan, coarse_pts[id(anchor_vol)])
+            anchors, a_scores, choice = self._levels(scan, coarse_pts[id(anchor_vol)], coarse_choice[id(anchor_vol)])
+            level_conf = self.level_confidence(choice)
+            if level_conf < self.cfg.level_doubt_below:
+                shift_note = (f"doubtful: level count (a chain one disc up or down fits as well; level confidence "
+                              f"{level_conf:.2f})")
+            elif level_conf < self.cfg.level_shift_below:
+                # Still graded (not "doubtful"): the chain may sit one disc off, and the user should know.
+                shift_note = f"levels may be shifted (level confidence {level_conf:.2f})"
             mean_score = float(np.mean(list(a_scores.values())))
             if mean_score < self.cfg.spine_min_peak:
                 spine_doubt = f"doubtful: no spine in view (mean peak {mean_score:.2f})"
@@ -501,7 +545,7 @@ class Localizer:
                     low = (f"doubtful: low confidence (peak {a_scores[lv]:.2f})"
                            if a_scores[lv] < self.cfg.min_peak else "")  # fmt: skip
                     put(CANAL, lv, anchor_vol, anchors[lv],
-                        _flag(base_flag, spine_doubt, order_doubt, level_doubt.get(lv, ""), low), a_scores[lv],
+                        _flag(base_flag, spine_doubt, order_doubt, level_doubt.get(lv, ""), low, shift_note), a_scores[lv],
                         scale=spine_scale)  # fmt: skip
             if FORA[0] in self.conditions:
                 fora_vol = t1 if t1 is not None else t2
@@ -512,7 +556,8 @@ class Localizer:
                         extra = [n.split(" ", 2)[2] for n in notes if n.startswith(f"{side} {LEVEL_NAMES[lv]} ")]
                         put(cond, lv, fora_vol, store[lv],
                             _flag(fora_flag, spine_doubt, order_doubt if not self.has_canal else "",
-                                  level_doubt.get(lv, ""), *extra), f_scores[(side, lv)], scale=spine_scale)  # fmt: skip
+                                  level_doubt.get(lv, ""), *extra, shift_note), f_scores[(side, lv)],
+                            scale=spine_scale)  # fmt: skip
         else:
             why = ("not localised: no sagittal labels in training" if self.sag_net is None
                    else f"not localised: {_flag(p_t2, p_t1) or 'no sagittal series'}")  # fmt: skip
@@ -527,7 +572,7 @@ class Localizer:
                     for cond in SUBS:
                         put(cond, lv, None, None, f"not localised: {why} (subarticular levels come from the sagittal)")
                     continue
-                common = _flag(spine_doubt, level_doubt.get(lv, ""))
+                common = _flag(spine_doubt, level_doubt.get(lv, ""), shift_note)
                 centre = anchors[lv] + self.offsets["sub_mid"][lv]
                 if not vols.axial or self.ax_net is None:
                     why = vols.problems.get(AX_T2, "no Axial T2 series")
@@ -546,7 +591,7 @@ class Localizer:
                 for cond, pt, raw in ((SUBS[0], lp, lr), (SUBS[1], rp, rr)):
                     low = f"doubtful: low confidence (peak {raw:.2f})" if raw < self.cfg.min_peak else ""
                     put(cond, lv, vol, pt, _flag(flag, low), raw, k, scale=spine_scale)
-        return self._frame(study_id, rows)
+        return self._frame(study_id, rows, level_conf)
 
     def predict_study(self, study: Study) -> pd.DataFrame:
         """All 25 points of a study (columns :data:`POINT_COLUMNS`), in competition condition × level order.
@@ -556,7 +601,7 @@ class Localizer:
         return self.predict_volumes(study.study_id, load_study_volumes(study))
 
     @staticmethod
-    def _frame(study_id: int, rows: dict) -> pd.DataFrame:
+    def _frame(study_id: int, rows: dict, level_conf: float = float("nan")) -> pd.DataFrame:
         recs = []
         for cond in CONDITIONS:
             for lv in LEVELS:
@@ -567,6 +612,7 @@ class Localizer:
                     "x": float(r["x"]), "y": float(r["y"]),
                     "world_x": float(r["world"][0]), "world_y": float(r["world"][1]), "world_z": float(r["world"][2]),
                     "flag": r["flag"], "confidence": float(r.get("confidence", 0.0)),
+                    "level_confidence": float(level_conf),
                 })  # fmt: skip
         df = pd.DataFrame.from_records(recs, columns=list(POINT_COLUMNS))
         return df.astype({"study_id": "int64", "series_id": "int64", "instance_number": "int64"})

@@ -7,6 +7,8 @@ crops and on whole-FOV planes of any size that is a multiple of 2**depth.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -90,21 +92,60 @@ def decode_peak(heat: np.ndarray, at: tuple[int, int] | None = None) -> tuple[fl
     return row, col, float(heat[r, c])
 
 
-def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: int = 9,
-                         strong_frac: float = 0.5, floor_row: float | None = None) -> list[tuple[int, int]] | None:  # fmt: skip
+@dataclass(frozen=True)
+class LevelChoice:
+    """Which candidate peak each level channel takes, and how sure the chain is.
+
+    ``rows_cols``: (row, col) per channel, rows increasing; ``rule``: "sacrum count" (counted up from the
+    lowest disc-like peak), "window" (the run of consecutive disc-like peaks that the level channels answer most)
+    or "responses" (ordered assignment maximising the summed responses); ``margin``: the chosen chain's summed
+    own-channel response minus that of the best chain one disc up or down, over the chosen chain's (1 = no
+    rival, ≤ 0 = a shifted chain explains the heatmaps as well); ``n_disc``: disc-like candidates in view.
+    """
+
+    rows_cols: list[tuple[int, int]]
+    rule: str
+    margin: float
+    n_disc: int
+
+
+def _chain_score(maps: np.ndarray, rr: np.ndarray, cc: np.ndarray, idx: list[int]) -> float:
+    return float(sum(maps[lv, rr[k], cc[k]] for lv, k in enumerate(idx)))
+
+
+def _shift_margin(maps: np.ndarray, rr: np.ndarray, cc: np.ndarray, seq: list[int], idx: list[int]) -> float:
+    """(score(idx) − best score of ``idx`` moved one place up or down the candidate sequence ``seq``) / score(idx)."""
+    pos = [seq.index(k) for k in idx]
+    own = _chain_score(maps, rr, cc, idx)
+    rivals = []
+    for step in (-1, 1):
+        moved = [p + step for p in pos]
+        if min(moved) >= 0 and max(moved) < len(seq):
+            rivals.append(_chain_score(maps, rr, cc, [seq[p] for p in moved]))
+    if not rivals or own <= 0:
+        return 1.0 if own > 0 else 0.0
+    return float((own - max(rivals)) / own)
+
+
+def choose_levels(maps: np.ndarray, min_sep_px: int = 3, max_candidates: int = 9, strong_frac: float = 0.5,
+                  floor_row: float | None = None, rule: str = "count", sacrum: np.ndarray | None = None,
+                  sacrum_min: float = 0.3) -> LevelChoice | None:  # fmt: skip
     """Pixel (row, col) per channel of (L, H, W) level heatmaps, with rows strictly increasing by channel.
 
     Candidates are local maxima of the channel-wise maximum map (non-maximum suppression over
-    ``min_sep_px``), sorted by row (head to feet). Discs are counted from the sacrum up, as a reader does:
-    when at least L candidates are disc-like (response ≥ ``strong_frac`` × the median of the L strongest),
-    the last channel takes the lowest of them and the others the disc-like candidates directly above, none
-    skipped. Level channels of a net respond to the neighbouring discs too, and on a field of view that
-    shows the thoracic spine their summed response favoured a chain one disc too high. ``floor_row``: the
-    row of the image's lower edge; when the lowest disc-like candidate lies less than one disc gap above it,
-    the sacrum may be out of view and the lowest disc need not be L5/S1, so the count is not used. Otherwise the L
-    channels take the ordered subsequence of candidates maximising the summed channel responses (dynamic
-    programming), which at least stops two channels from landing on one disc. Returns None when fewer than
-    L candidates exist.
+    ``min_sep_px``), sorted by row (head to feet); disc-like ones respond ≥ ``strong_frac`` × the median of the
+    L strongest. With at least L disc-like candidates and the lowest at least one disc gap above the image's lower
+    edge ``floor_row`` (else the sacrum may be out of view), a ``sacrum`` heatmap (H, W) whose peak reaches
+    ``sacrum_min`` fixes L5/S1 as the lowest disc-like candidate above that peak, within 1.2 disc gaps of it, and
+    the others are counted up from there (rule "sacrum": a disc-like S1/S2 remnant or sacral segment lies below
+    the sacrum's peak, so it cannot be counted); otherwise ``rule="count"`` counts from the sacrum up (the
+    last channel takes the lowest disc-like candidate, the others those directly above, none skipped: level
+    channels answer the neighbouring discs too, and on a field of view that shows the thoracic spine their
+    summed response favoured a chain one disc too high), ``rule="window"`` takes the run of L consecutive
+    disc-like candidates with the largest summed own-channel response (the level channels decide, e.g. that
+    an S1/S2 remnant below L5/S1 is not a lumbar disc). Otherwise the L channels take the ordered subsequence
+    of candidates maximising the summed channel responses (dynamic programming), which at least stops two
+    channels from landing on one disc. Returns None when fewer than L candidates exist.
     """
     from scipy import ndimage
 
@@ -119,11 +160,25 @@ def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: 
     order = np.argsort(rr, kind="stable")
     rr, cc = rr[order], cc[order]
     t = top[rr, cc]
-    strong = np.flatnonzero(t >= strong_frac * float(np.median(np.sort(t)[::-1][:n_lv])))
+    strong = [int(k) for k in np.flatnonzero(t >= strong_frac * float(np.median(np.sort(t)[::-1][:n_lv])))]
     if len(strong) >= n_lv:
         gap = float(np.median(np.diff(rr[strong])))
+        if sacrum is not None and float(sacrum.max()) >= sacrum_min:
+            s_row = int(np.unravel_index(int(np.argmax(sacrum)), sacrum.shape)[0])
+            above = [k for k in strong if rr[k] < s_row]
+            if len(above) >= n_lv and s_row - rr[above[-1]] <= 1.2 * gap:
+                idx = above[-n_lv:]
+                return LevelChoice([(int(rr[k]), int(cc[k])) for k in idx], "sacrum",
+                                   _shift_margin(maps, rr, cc, strong, idx), len(strong))  # fmt: skip
         if floor_row is None or floor_row - rr[strong[-1]] >= gap:
-            return [(int(rr[k]), int(cc[k])) for k in strong[-n_lv:]]
+            if rule == "window":
+                starts = range(len(strong) - n_lv + 1)
+                j = max(starts, key=lambda a: (_chain_score(maps, rr, cc, strong[a : a + n_lv]), a))
+                idx = strong[j : j + n_lv]
+            else:
+                idx = strong[-n_lv:]
+            return LevelChoice([(int(rr[k]), int(cc[k])) for k in idx], "sacrum count" if rule != "window" else
+                               "window", _shift_margin(maps, rr, cc, strong, idx), len(strong))  # fmt: skip
     n = len(rr)
     score = maps[:, rr, cc]  # (L, n)
     best = np.full((n_lv, n), -np.inf)
@@ -143,7 +198,15 @@ def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: 
         j = int(back[lv, j])
         path.append(j)
     path.reverse()
-    return [(int(rr[k]), int(cc[k])) for k in path]
+    return LevelChoice([(int(rr[k]), int(cc[k])) for k in path], "responses",
+                       _shift_margin(maps, rr, cc, list(range(n)), path), len(strong))  # fmt: skip
+
+
+def assign_ordered_peaks(maps: np.ndarray, min_sep_px: int = 3, max_candidates: int = 9,
+                         strong_frac: float = 0.5, floor_row: float | None = None) -> list[tuple[int, int]] | None:  # fmt: skip
+    """The (row, col) per channel of :func:`choose_levels` with the sacrum count (None without enough peaks)."""
+    ch = choose_levels(maps, min_sep_px, max_candidates, strong_frac, floor_row)
+    return None if ch is None else ch.rows_cols
 
 
 def refine_argmax_1d(values: np.ndarray, positions: np.ndarray) -> tuple[int, float]:

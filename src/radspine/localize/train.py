@@ -21,10 +21,13 @@ from radspine.localize.canon import PlaneFrame
 from radspine.localize.config import LocalizerConfig
 from radspine.localize.infer import (
     CANAL,
+    DEFAULT_LEVEL_CALIBRATION,
     FORA,
     HEAD_OF,
     N_AX,
     N_SAG,
+    SACRUM,
+    SACRUM_STEP,
     SIDE_CONDITIONS,
     SUBS,
     Localizer,
@@ -104,8 +107,12 @@ def _sag_samples(vol: Volume, truth: dict, cfg: LocalizerConfig, rng: np.random.
     canal = {lv: truth[(CANAL, lv)].world for lv in LEVELS if (CANAL, lv) in truth}
     sides = [{lv: truth[(c, lv)].world for lv in LEVELS if (c, lv) in truth} for c in FORA]
     groups = [g for g in (canal, *sides) if g]
+    n_ch = sag_channels(cfg)
     if not groups:
-        return Samples.concat([], N_SAG, cfg.sag_size)
+        return Samples.concat([], n_ch, cfg.sag_size)
+    # The sacrum target: the canal behind the upper S1 body, a fraction of a disc step below L5/S1.
+    sacrum = (canal["l5_s1"] + SACRUM_STEP * (canal["l5_s1"] - canal["l4_l5"])
+              if cfg.sacrum_channel and "l5_s1" in canal and "l4_l5" in canal else None)  # fmt: skip
     allpts = np.stack([w for g in groups for w in g.values()])
     rel = allpts.mean(axis=0) - base.origin
     cu, cv = float(rel @ base.u), float(rel @ base.v)
@@ -120,8 +127,8 @@ def _sag_samples(vol: Volume, truth: dict, cfg: LocalizerConfig, rng: np.random.
         sp = float(rng.uniform(cfg.sag_fine_spacing_mm, cfg.sag_spacing_mm))
         specs.append((float(rng.uniform(lo, hi)), sp, float(rng.uniform(u0, u1)), float(rng.uniform(v0, v1))))
     n = len(specs)
-    peaks = np.full((n, N_SAG, 2, 3), np.nan)
-    mask = np.zeros((n, N_SAG), np.float32)
+    peaks = np.full((n, n_ch, 2, 3), np.nan)
+    mask = np.zeros((n, n_ch), np.float32)
     xs = np.zeros((n, 3, cfg.sag_size, cfg.sag_size), np.float16)
     sig = np.zeros(n, np.float32)
     s2 = 2 * cfg.sigma_slice_mm**2
@@ -137,7 +144,16 @@ def _sag_samples(vol: Volume, truth: dict, cfg: LocalizerConfig, rng: np.random.
                 for j, w in enumerate(pts):
                     pd_, prow, pcol = fr.to_frame(w)
                     peaks[i, ch, j] = (prow - sv / sp, pcol - su / sp, np.exp(-((d - pd_) ** 2) / s2))
+        if sacrum is not None:
+            mask[i, SACRUM] = 1.0
+            pd_, prow, pcol = fr.to_frame(sacrum)
+            peaks[i, SACRUM, 0] = (prow - sv / sp, pcol - su / sp, np.exp(-((d - pd_) ** 2) / s2))
     return Samples(xs, peaks, mask, sig)
+
+
+def sag_channels(cfg: LocalizerConfig) -> int:
+    """Output channels of the sagittal net: 5 canal levels, 5 foramen levels, and the sacrum if configured."""
+    return N_SAG + int(cfg.sacrum_channel)
 
 
 def _ax_samples(truth: dict, cfg: LocalizerConfig, rng: np.random.Generator, n_per_level: int = 2) -> Samples:
@@ -184,7 +200,7 @@ def study_samples(vols: StudyVolumes, truth: dict, cfg: LocalizerConfig, seed: i
     """(sagittal, axial) training samples of one study; deterministic for a given seed."""
     rng = np.random.default_rng(seed)
     sag = [_sag_samples(v, truth, cfg, rng) for v in (vols.sag_t2, vols.sag_t1) if v is not None]
-    return Samples.concat(sag, N_SAG, cfg.sag_size), _ax_samples(truth, cfg, rng)
+    return Samples.concat(sag, sag_channels(cfg), cfg.sag_size), _ax_samples(truth, cfg, rng)
 
 
 def _render(peaks: np.ndarray, size: int, sigma: np.ndarray) -> np.ndarray:
@@ -241,6 +257,20 @@ def _augment(x: np.ndarray, rng: np.random.Generator, monai_tf=None) -> np.ndarr
     return np.clip(np.power(np.clip(x, 0, None), gamma) * gain + noise, 0, 1.5).astype(np.float32)
 
 
+def _fit_head(state: dict, net: HeatmapUNet) -> dict:
+    """``state`` with its output head resized to ``net``'s channel count: a model without the sacrum channel
+    fine-tunes into one with it (the new channel starts as the head's untrained init), and back."""
+    own = net.state_dict()
+    state = dict(state)
+    for key in ("head.weight", "head.bias"):
+        if key in state and state[key].shape != own[key].shape:
+            new = own[key].clone()
+            k = min(new.shape[0], state[key].shape[0])
+            new[:k] = state[key][:k]
+            state[key] = new
+    return state
+
+
 def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfig, seed: int,
                     epochs: int | None = None, init_state: dict | None = None,
                     strong: bool | None = None) -> HeatmapUNet | None:  # fmt: skip
@@ -257,7 +287,7 @@ def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfi
         return None
     net = HeatmapUNet(3, n_ch, cfg.base_channels, depth)
     if init_state is not None:
-        net.load_state_dict(init_state)
+        net.load_state_dict(_fit_head(init_state, net))
     net = net.to(device)
     epochs = epochs or cfg.epochs
     strong = cfg.strong_augment if strong is None else strong
@@ -288,7 +318,7 @@ def fit_heatmap_net(samples: Samples, n_ch: int, depth: int, cfg: LocalizerConfi
             opt.step()
             sched.step()
             total, count = total + float(loss.detach()), count + 1
-        log.info("localizer %s-net epoch %d/%d: loss %.4f (%d samples, %.0f s)", "sag" if n_ch == N_SAG else "ax",
+        log.info("localizer %s-net epoch %d/%d: loss %.4f (%d samples, %.0f s)", "sag" if n_ch >= N_SAG else "ax",
                  epoch + 1, epochs, total / max(count, 1), n, time.perf_counter() - t0)
     return net.eval()
 
@@ -298,7 +328,7 @@ def predictable_conditions(sag: Samples, ax: Samples) -> list[str]:
     out = []
     if len(sag.mask) and sag.mask[:, :5].any():
         out.append(CANAL)
-    if len(sag.mask) and sag.mask[:, 5:].any():
+    if len(sag.mask) and sag.mask[:, 5:10].any():
         out.extend(FORA)
     if len(ax.mask) and ax.mask.any():
         out.extend(SUBS)
@@ -331,6 +361,50 @@ def fit_calibration(pred: pd.DataFrame, truths: dict[int, dict], min_points: int
         ky = [float(iso.predict([0.0])[0]), *map(float, iso.y_thresholds_), float(iso.predict([1.0])[0])]
         out[head] = (kx, ky)
     return out
+
+
+def level_shift(pred: pd.DataFrame, truth: dict) -> int | None:
+    """How many levels a study's predicted chain sits off (0 = right): the median, over its predicted canal points
+    (else foramina), of own level index minus that of the nearest labelled point of the same condition."""
+    from radspine.constants import CONDITION_NAMES
+
+    name_to_key = {v: k for k, v in CONDITION_NAMES.items()}
+    offs: dict[str, list[int]] = {}
+    for r in pred.itertuples(index=False):
+        cond, lv = name_to_key[r.condition], LEVEL_KEYS[r.level]
+        pw = np.array([r.world_x, r.world_y, r.world_z])
+        cands = {lv2: t.world for (c2, lv2), t in truth.items() if c2 == cond}
+        if not cands or not np.all(np.isfinite(pw)) or cond not in (CANAL, *FORA):
+            continue
+        near = min(cands, key=lambda k: float(np.linalg.norm(cands[k] - pw)))
+        offs.setdefault(HEAD_OF[cond], []).append(LEVELS.index(lv) - LEVELS.index(near))
+    vals = offs.get("canal") or offs.get("foramina")
+    return None if not vals else int(np.round(np.median(vals)))
+
+
+def fit_level_calibration(pred: pd.DataFrame, truths: dict[int, dict], min_each: int = 3) -> tuple[dict, tuple | None]:
+    """Refit the logistic map from the level-chain margin to P(levels not shifted) on held-out studies.
+
+    The points carry ``level_confidence`` = sigmoid(a + b·margin) under the current curve, so its logit is an
+    affine function of the margin: a logistic fit on the logit composes into new (a, b). Returns (counts,
+    (a, b)), or (counts, None) when fewer than ``min_each`` studies are right or shifted (nothing to learn).
+    """
+    from scipy.special import logit
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys = [], []
+    for sid, g in pred.groupby("study_id"):
+        shift = level_shift(g, truths.get(int(sid), {}))
+        conf = float(g["level_confidence"].iloc[0]) if "level_confidence" in g else np.nan
+        if shift is None or not np.isfinite(conf):
+            continue
+        xs.append(float(logit(np.clip(conf, 1e-6, 1 - 1e-6))))
+        ys.append(int(shift == 0))
+    counts = {"studies": len(ys), "shifted": int(len(ys) - sum(ys))}
+    if min(sum(ys), len(ys) - sum(ys)) < min_each:
+        return counts, None
+    lr = LogisticRegression(C=1.0).fit(np.array(xs)[:, None], np.array(ys))
+    return counts, (float(lr.intercept_[0]), float(lr.coef_[0, 0]))
 
 
 def confidence_check(pred: pd.DataFrame, truths: dict[int, dict], threshold: float = 0.9) -> dict:
@@ -452,7 +526,7 @@ class _TrainData:
     def fit(self, ids: list[int], cfg: LocalizerConfig, seed: int, epochs: int | None = None,
             init: Localizer | None = None) -> Localizer:  # fmt: skip
         """Train every head that has labels among ``ids`` (sagittal and axial nets independently)."""
-        sag = Samples.concat([self.samples[i][0] for i in ids], N_SAG, cfg.sag_size)
+        sag = Samples.concat([self.samples[i][0] for i in ids], sag_channels(cfg), cfg.sag_size)
         ax = Samples.concat([self.samples[i][1] for i in ids], N_AX, cfg.ax_size)
         conditions = predictable_conditions(sag, ax)
         if not conditions:
@@ -460,7 +534,7 @@ class _TrainData:
         def state(net):
             return None if net is None else net.state_dict()
 
-        sag_net = fit_heatmap_net(sag, N_SAG, cfg.sag_depth, cfg, seed, epochs,
+        sag_net = fit_heatmap_net(sag, sag_channels(cfg), cfg.sag_depth, cfg, seed, epochs,
                                   init_state=state(init.sag_net) if init is not None else None)  # fmt: skip
         ax_net = fit_heatmap_net(ax, N_AX, cfg.ax_depth, cfg, seed + 1, epochs,
                                  init_state=state(init.ax_net) if init is not None else None)  # fmt: skip
@@ -502,14 +576,16 @@ def load_init(init: str | Path | None, cfg: LocalizerConfig) -> tuple[Localizer 
 
 
 def train_localizer(data_dir: Path, out_dir: Path, cfg: LocalizerConfig | None = None, seed: int = 0,
-                    init: str | Path | None = None) -> dict:  # fmt: skip
+                    init: str | Path | None = "shipped") -> dict:  # fmt: skip
     """Train the localizer on train_label_coordinates.csv; write the bundle and ``localizer_report.json``.
 
     Every head with labels is trained (a set with only canal points gives a canal-only bundle; its meta
     lists the conditions it can predict). A ``cfg.holdout_frac`` share of labelled train studies is held
     out for the accuracy report and the confidence calibration; the saved model is trained on the
     remaining studies (so the report is honest about that very model). ``init="shipped"`` (or a bundle
-    folder) fine-tunes from that model's weights. Returns the report dict.
+    folder, the default) fine-tunes from that model's weights: the shipped one knows real anatomy, and on a
+    small real set training from scratch did worse than not training at all. ``init=None`` trains from
+    scratch. Returns the report dict.
     """
     cfg = cfg or LocalizerConfig()
     init_loc, cfg = load_init(init, cfg)
@@ -555,7 +631,13 @@ def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, 
         pred = data.predict(loc, hold)
         report["predict_seconds_per_study"] = round((time.perf_counter() - t1) / len(hold), 3)
         loc.calibration = fit_calibration(pred, truths)
-        if loc.calibration:  # re-predict the held-out studies with calibrated confidences
+        counts, lv_fit = fit_level_calibration(pred, truths)
+        report["level_calibration"] = {**counts, "fitted": lv_fit is not None}
+        if lv_fit is not None:
+            a0, b0 = loc.level_calibration or DEFAULT_LEVEL_CALIBRATION
+            loc.level_calibration = (lv_fit[0] + lv_fit[1] * a0, lv_fit[1] * b0)
+            report["level_calibration"]["curve"] = list(loc.level_calibration)
+        if loc.calibration or lv_fit is not None:  # re-predict the held-out studies with calibrated confidences
             pred = data.predict(loc, hold)
         report["per_condition"] = evaluate(pred, truths)
         report["confidence_check"] = confidence_check(pred, truths)
@@ -563,6 +645,17 @@ def _train_on(data: _TrainData, out_dir: Path, cfg: LocalizerConfig, seed: int, 
                        "init": init_name, **(extra_meta or {})})  # fmt: skip
     write_json_atomic(out_dir / "localizer_report.json", report)
     return report
+
+
+def report_by_source(data: _TrainData, model_dir: Path, groups: dict[str, list[int]]) -> dict:
+    """:func:`evaluate` of the model saved in ``model_dir`` on each named group of held-out study ids."""
+    loc = Localizer.load(model_dir, shipped_fallback=False)
+    out = {}
+    for name, ids in groups.items():
+        ids = [i for i in ids if i in data.truth]
+        if ids:
+            out[name] = evaluate(data.predict(loc, ids), {i: data.truth[i] for i in ids})
+    return out
 
 
 def oof_points(data_dir: Path, cfg: LocalizerConfig | None = None, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
