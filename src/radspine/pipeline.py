@@ -28,7 +28,7 @@ def train(
     config=None,
     tune_options=None,
     localizer: bool = True,
-    localizer_init: str | Path | None = None,
+    localizer_init: str | Path | None = "shipped",
     workers: int | None = None,
     scheduler: str | None = None,
     seed: int = 0,
@@ -41,8 +41,8 @@ def train(
         tune_options: a :class:`radspine.models.tune.TuneConfig` (default: ``configs/tune.yaml``).
         localizer: also train the localizer into ``MODELDIR/localizer`` (False: predict uses the shipped
             one, or a localizer given at prediction time).
-        localizer_init: fine-tune the localizer from ``"shipped"`` (the packaged pretrained one) or a
-            localizer folder, instead of training from scratch (what a small dataset wants).
+        localizer_init: fine-tune the localizer from ``"shipped"`` (the default: the packaged one, pretrained on
+            real anatomy) or a localizer folder; None trains it from scratch.
     """
     from radspine.config import load_config
     from radspine.features.extract import extract_features
@@ -78,7 +78,7 @@ def train(
 
 def predict(
     data_dir: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     out_csv: str | Path,
     *,
     report_dir: str | Path | None = None,

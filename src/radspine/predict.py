@@ -79,9 +79,29 @@ def _measurements(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _zero_shot_points(data_dir: Path, split: str, localizer_dir: str | Path | None, given: pd.DataFrame | None,
+                      pts_path: Path, workers: int | None, scheduler: str | None) -> None:
+    """Points of a prediction without a model: the given ones where there are, else the shipped (or given)
+    localizer's, written to ``pts_path`` (+ detail)."""
+    from radspine.localize.infer import localize_dataset, shipped_localizer_dir
+    from radspine.points import write_points
+
+    loc_dir = Path(localizer_dir) if localizer_dir else shipped_localizer_dir()
+    pts = localize_dataset(data_dir, loc_dir, pts_path, split=split, workers=workers, scheduler=scheduler)
+    if given is not None and len(given):
+        from radspine.constants import CONDITION_NAMES, LEVEL_NAMES
+
+        g = given.assign(condition=given["condition"].map(lambda c: CONDITION_NAMES.get(c, c)),
+                         level=given["level"].map(lambda v: LEVEL_NAMES.get(v, v)))  # fmt: skip
+        key = ["study_id", "condition", "level"]
+        pts = pd.concat([g, pts.merge(g[key], on=key, how="left", indicator=True).query("_merge == 'left_only'")
+                         .drop(columns="_merge")], ignore_index=True)  # fmt: skip
+        write_points(pts, pts_path)
+
+
 def predict(
     data_dir: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     out_csv: str | Path,
     *,
     split: str = "test",
@@ -98,7 +118,9 @@ def predict(
 
     Args:
         data_dir: dataset root (competition layout).
-        model_dir: bundle from ``radspine tune`` (with ``features/`` and, unless given, ``localizer/``).
+        model_dir: bundle from ``radspine tune`` (with ``features/`` and, unless given, ``localizer/``). None =
+            zero-shot: the points of the shipped (or given) localizer, every grade from the real RSNA 2024
+            priors (nothing to grade with), so a user sees where radspine looks before training anything.
         out_csv: submission path (written atomically, 25 rows per study).
         points: grade at these points (the ``localize`` CSV format, e.g. corrected in a viewer) for the
             studies they cover; the localizer runs only for the others. Rows without a point fall back.
@@ -116,11 +138,12 @@ def predict(
     from radspine.submission import build_submission, write_submission
 
     t0 = time.perf_counter()
-    model_dir = Path(model_dir)
+    zero_shot = model_dir is None
+    model_dir = None if zero_shot else Path(model_dir)
     out_csv = Path(out_csv)
     work = Path(work_dir) if work_dir else out_csv.parent / "predict_work"
     work.mkdir(parents=True, exist_ok=True)
-    bundle, cfg = load_features_config(model_dir)
+    bundle, cfg = (None, None) if zero_shot else load_features_config(model_dir)
     ds = Dataset.open(data_dir)
     if not ds.has_split(split):
         raise RadspineError(f"{data_dir}: no {split} split (need {split}_series_descriptions.csv)")
@@ -151,10 +174,13 @@ def predict(
 
         need_loc = given is None or given["study_id"].nunique() < len(study_ids)
         locate, locate_id = None, ""
-        if need_loc:
+        if zero_shot:
+            _zero_shot_points(data_dir, split, localizer_dir, given, pts_path, workers, scheduler)
+        elif need_loc:
             loc_dir = Path(localizer_dir) if localizer_dir else bundle_localizer_dir(model_dir)
             loc = Localizer.load(loc_dir)
             locate, locate_id = loc.predict_volumes, _file_id(loc_dir)
+    if imaged and not zero_shot:
         meta = extract_features(
             data_dir, split, work / "features", points=given, cfg=cfg, workers=workers, scheduler=scheduler,
             overwrite=True, embedders_dir=embedders_dir(model_dir), quiet=quiet, locate=locate,
@@ -165,7 +191,7 @@ def predict(
     t_feat = time.perf_counter() - t_feat
 
     # Points graded at, with the localizer's flags (also for given points: their "given" flag).
-    if table is not None and pts_path.is_file():
+    if (table is not None or (zero_shot and imaged)) and pts_path.is_file():
         from radspine.points import detail_path
 
         pts = read_points(detail_path(pts_path))
@@ -207,7 +233,14 @@ def predict(
         preds = preds[keep]
     else:
         preds = pd.DataFrame(columns=["row_id", *SEVERITY_COLUMNS])
-    sub, n_filled = build_submission(study_ids, preds, bundle.priors)
+    if zero_shot:
+        from radspine.models.severity import fit_priors
+
+        priors = fit_priors(pd.DataFrame(columns=["study_id", "condition", "level", "grade"]))[0]
+        why = "no model given (--model): real RSNA 2024 priors; grading needs a bundle from `radspine tune`"
+        from_priors = {f"{s}_{c}_{lv}": why for s in study_ids for c in CONDITION_NAMES for lv in LEVEL_NAMES}
+        log.warning("%s", why)
+    sub, n_filled = build_submission(study_ids, preds, priors if zero_shot else bundle.priors)
     write_submission(sub, out_csv, study_ids)
 
     # Per-row details for people: probabilities, expected severity, where the grade came from, the point
@@ -227,7 +260,7 @@ def predict(
         details.insert(details.columns.get_loc("study_id") + 1, "study_uid",
                        details["study_id"].map(lambda s: study_uids.get(int(s), "")))
     pcols = [c for c in ("series_id", "instance_number", "x", "y", "world_x", "world_y", "world_z", "confidence",
-                         "flag") if c in pts]  # fmt: skip
+                         "level_confidence", "flag") if c in pts]  # fmt: skip
     details = details.merge(pts[["study_id", "condition", "level", *pcols]].drop_duplicates(["study_id", "condition", "level"]),
                             on=["study_id", "condition", "level"], how="left")  # fmt: skip
     if table is not None:

@@ -95,3 +95,51 @@ def test_shipped_localizes_a_fresh_phantom(tmp_path: Path):
     for cond in CONDITIONS[1:3]:
         assert rep[cond]["median_mm"] < FORAMEN_MEDIAN_MM, (cond, rep[cond])
     assert np.isfinite(pts.confidence).all() and pts.confidence.between(0, 1).all()
+
+
+def test_cli_localize_without_model_uses_the_shipped_localizer(tmp_path: Path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from radspine.cli import app
+    from radspine.localize import read_points
+    from radspine.synth import QuirkConfig, make_dataset
+
+    make_dataset(tmp_path / "d", 0, 1, seed=778, size=96, quirks=QuirkConfig.none(), workers=1)
+    res = CliRunner().invoke(app, ["localize", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "p.csv"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 25
+    detail = read_points(tmp_path / "p_detail.csv")
+    assert detail["level_confidence"].between(0, 1).all() and detail["level_confidence"].nunique() == 1
+
+
+def test_shipped_metadata_credits_its_training_sources():
+    meta = json.loads((SHIPPED / "shipped.json").read_text())
+    spider = meta["sources"]["spider"]
+    assert spider["licence"] == "CC BY 4.0" and "SPIDER" in spider["credit"] and "van der Graaf" in spider["credit"]
+    assert not set(spider["train_patients"]) & set(spider["holdout_patients"])
+    assert len(spider["holdout_patients"]) >= 8
+    assert "rsna" not in json.dumps(meta["sources"]).lower()  # no RSNA-derived data trains the shipped weights
+    assert json.loads((SHIPPED / "meta.json").read_text())["sources"] == meta["sources"]
+
+
+def test_cli_predict_without_model_gives_shipped_points_and_reference_priors(tmp_path: Path):
+    """Zero-shot predict: the shipped localizer's points, every grade from the real RSNA 2024 priors, said per row."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from radspine.cli import app
+    from radspine.synth import QuirkConfig, make_dataset
+
+    make_dataset(tmp_path / "d", 0, 1, seed=779, size=96, quirks=QuirkConfig.none(), workers=1)
+    out = tmp_path / "o" / "submission.csv"
+    res = CliRunner().invoke(app, ["predict", "--data", str(tmp_path / "d"), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    sub, det = pd.read_csv(out), pd.read_csv(tmp_path / "o" / "predictions.csv")
+    assert len(sub) == 25 and np.allclose(sub[["normal_mild", "moderate", "severe"]].sum(axis=1), 1.0)
+    assert det["graded_from"].str.startswith("priors: no model given").all()
+    assert det["series_id"].ge(0).all() and det["level_confidence"].between(0, 1).all()
+    # Real-reference priors: L4/L5 subarticular is far more often Moderate/Severe than L1/L2 spinal.
+    sev = det.set_index("row_id")["expected_severity"]
+    sid = det["study_id"].iloc[0]
+    assert sev[f"{sid}_left_subarticular_stenosis_l4_l5"] > 2 * sev[f"{sid}_spinal_canal_stenosis_l1_l2"]

@@ -17,8 +17,10 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs (default from config)."),
         config: Path | None = typer.Option(None, "--config", help="YAML config; its `localizer` section is used."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed → same model)."),
-        init: str | None = typer.Option(
-            None, "--init", help="Fine-tune from 'shipped' (the packaged pretrained localizer) or a localizer folder."
+        init: str = typer.Option(
+            "shipped", "--init",
+            help="Start from 'shipped' (the packaged localizer, pretrained on real SPIDER anatomy and the phantom: "
+                 "fine-tuning it needs few real scans), a localizer folder, or 'none' (train from scratch).",
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only (library warnings hidden)."),
     ) -> None:
@@ -33,7 +35,7 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config).localizer
             if epochs is not None:
                 cfg = cfg.model_copy(update={"epochs": epochs})
-            report = train_localizer(data, out, cfg, seed=seed, init=init)
+            report = train_localizer(data, out, cfg, seed=seed, init=None if init == "none" else init)
             typer.echo(f"localizer written to {out} (trained in {report['train_seconds']:.0f} s)")
             per = report.get("per_condition")
             if per:
@@ -53,7 +55,9 @@ def register(app: typer.Typer) -> None:
         series_types: Path | None = typer.Option(
             None, "--series-types", help="With --dicom: CSV series_id,series_description overriding the guessed types."
         ),
-        model: Path = typer.Option(..., "--model", help="Folder written by train-localizer."),
+        model: Path | None = typer.Option(
+            None, "--model", help="Folder written by train-localizer (default: the shipped pretrained localizer)."
+        ),
         out: Path = typer.Option(..., "--out", help="Points CSV to write (train_label_coordinates.csv schema); <stem>_detail.csv adds world_*, flag."),
         split: str = typer.Option("test", "--split", help="Which split's studies to localise (train/test)."),
         work: Path | None = typer.Option(
@@ -73,8 +77,9 @@ def register(app: typer.Typer) -> None:
             # Argument mistakes first, before the (slow) torch import.
             root = dataset_root(data, dicom, series_types, work or out.parent / "localize_work", split=split)
             from radspine.localize import detail_path, localize_dataset
+            from radspine.localize.infer import shipped_localizer_dir
 
-            df = localize_dataset(root, model, out, split=split, workers=workers)
+            df = localize_dataset(root, model or shipped_localizer_dir(), out, split=split, workers=workers)
             flagged = int((df["flag"] != "").sum()) if len(df) else 0
             n_studies = df["study_id"].nunique() if len(df) else 0
             typer.echo(f"{n_studies} studies, {len(df)} points → {out} ({flagged} flagged; details in {detail_path(out)})")

@@ -19,7 +19,10 @@ def register(app: typer.Typer) -> None:
         series_types: Path | None = typer.Option(
             None, "--series-types", help="With --dicom: CSV series_id,series_description overriding the guessed types."
         ),
-        model: Path = typer.Option(..., "--model", help="Model bundle from `radspine tune`."),
+        model: Path | None = typer.Option(
+            None, "--model", help="Model bundle from `radspine tune`. Without it: zero-shot points from the shipped "
+            "localizer and every grade from the real RSNA 2024 priors (to see where radspine looks)."
+        ),
         out: Path = typer.Option(..., "--out", help="submission.csv to write."),
         split: str = typer.Option("test", "--split", help="Split to predict."),
         points: Path | None = typer.Option(
