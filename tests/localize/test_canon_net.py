@@ -216,3 +216,45 @@ def test_sacrum_channel_stops_the_count_at_the_disc_above_it():
     low = gaussian_maps(64, np.array([60.0]), np.array([10.0]), np.ones(1), 1.5)[0, :, :20]
     assert [r for r, _ in choose_levels(maps, min_sep_px=3, sacrum=low).rows_cols] == [22, 30, 38, 46, 54]
     assert choose_levels(maps, min_sep_px=3, sacrum=0.2 * s1).rule == "sacrum count"
+
+
+def test_sacrum_target_lies_below_l5_s1_on_every_sagittal_training_crop():
+    """The sacrum channel's target: L5/S1 + 0.45 × (L5/S1 − L4/L5), on the crops' own grids; a model configured
+    without the channel gets 10 channels and no such target."""
+    from radspine.localize import LocalizerConfig
+    from radspine.localize.infer import SACRUM, SACRUM_STEP
+    from radspine.localize.train import normalised_coordinates, resolve_truth, study_samples
+    from tests.localize.toy import make_toy_study
+
+    vols, coords, truth = make_toy_study(3, seed=5)
+    res = resolve_truth(vols, normalised_coordinates(coords))
+    cfg = LocalizerConfig(device="cpu")
+    sag, _ = study_samples(vols, res, cfg, seed=0)
+    assert sag.peaks.shape[1] == 11 and sag.mask[:, SACRUM].all()
+    l5, l4 = truth[("spinal_canal_stenosis", "l5_s1")], truth[("spinal_canal_stenosis", "l4_l5")]
+    step = SACRUM_STEP * np.linalg.norm(l5 - l4)
+    rows = sag.peaks[:, [4, SACRUM], 0, 0]  # row of L5/S1 and of the sacrum on each crop
+    spacing = cfg.sigma_mm / sag.sigma  # each crop's grid spacing (sigma is sigma_mm / spacing)
+    np.testing.assert_allclose((rows[:, 1] - rows[:, 0]) * spacing, step, rtol=0.02)  # below (rows run to the feet)
+    plain, _ = study_samples(vols, res, LocalizerConfig(device="cpu", sacrum_channel=False), seed=0)
+    assert plain.peaks.shape[1] == 10
+
+
+def test_a_model_without_the_sacrum_channel_fine_tunes_into_one_with_it(tmp_path):
+    """Older weights (10 channels) start an 11-channel net: their 10 heads are copied, the sacrum head starts at
+    the untrained init; a saved 10-channel model still loads as one (its config says no sacrum channel)."""
+    from radspine.localize import Localizer, LocalizerConfig
+    from radspine.localize.net import HeatmapUNet
+    from radspine.localize.train import _fit_head
+
+    torch.manual_seed(0)
+    old, new = HeatmapUNet(3, 10, 4, 2), HeatmapUNet(3, 11, 4, 2)
+    state = _fit_head(old.state_dict(), new)
+    new.load_state_dict(state)
+    assert torch.equal(new.head.weight[:10], old.head.weight) and torch.equal(new.head.bias[:10], old.head.bias)
+    assert float(new.head.bias[10]) == -4.0
+    offsets = {k: {lv: [0.0, 0.0, 0.0] for lv in ("l1_l2",)} for k in ("sub_mid", "sub_left", "sub_right")}
+    cfg = LocalizerConfig(base_channels=4, sag_depth=2, sag_size=32, device="cpu")
+    Localizer(cfg, old, None, offsets, ["spinal_canal_stenosis"]).save(tmp_path / "m")
+    loaded = Localizer.load(tmp_path / "m")
+    assert loaded.cfg.sacrum_channel is False and loaded.sag_net.head.out_channels == 10
