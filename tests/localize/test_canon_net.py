@@ -245,6 +245,8 @@ def test_a_model_without_the_sacrum_channel_fine_tunes_into_one_with_it(tmp_path
     the untrained init; a saved 10-channel model still loads as one (its config says no sacrum channel)."""
     from radspine.localize import Localizer, LocalizerConfig
     from radspine.localize.net import HeatmapUNet
+    import torch
+
     from radspine.localize.train import _fit_head
 
     torch.manual_seed(0)
