@@ -90,7 +90,17 @@ def summarise(per_study: dict[int, list[dict]]) -> dict:
         "studies_shifted": len(shifted), "shifted": shifted,
         "level_confidence_mean": {"correct": round(float(np.mean(conf_ok)), 3) if conf_ok else None,
                                   "shifted": round(float(np.mean(conf_bad)), 3) if conf_bad else None},
+        "level_confidence_auc": _auc(conf_ok, conf_bad),
+        "below_0.5": {"correct": int(np.sum(np.array(conf_ok) < 0.5)), "shifted": int(np.sum(np.array(conf_bad) < 0.5))},
     }  # fmt: skip
+
+
+def _auc(pos: list[float], neg: list[float]) -> float | None:
+    """P(a correct study's level confidence exceeds a shifted one's) (ties count half); None without both."""
+    if not pos or not neg:
+        return None
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return round(float(np.mean((p > n) + 0.5 * (p == n))), 3)
 
 
 def run_set(loc, root: Path, ids: list[int] | None, in_plane: bool) -> tuple[dict, float]:

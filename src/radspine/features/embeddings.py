@@ -127,7 +127,10 @@ class EmbeddingConfig(BaseModel):
         "auto", description="autocast: auto = bf16 (fp16 without bf16 support) on CUDA, off on CPU"
     )
     channels_last: bool = Field(True, description="channels_last memory format (faster depthwise convs on CPU)")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (augmentation); 0 = in-process")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes (augmentation); None = 0 on the CPU (workers would take "
+        "cores from the network) and up to 4 on CUDA (the GPU waits on augmentation otherwise)"
+    )
     deterministic: bool = Field(True, description="deterministic torch algorithms; false enables cudnn.benchmark")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch default")
 
@@ -376,13 +379,20 @@ class CnnEmbedder:
         bs = cfg.infer_batch_size or cfg.batch_size * (8 if self.device_.type == "cuda" else 2)
         return PREFIX_CACHE.get(key, self._prefix_split()[0], xr, self._to_device, bs)
 
+    def _workers(self) -> int:
+        import os
+
+        if self.cfg.num_workers is not None:
+            return int(self.cfg.num_workers)
+        return min(4, os.cpu_count() or 1) if self.device_.type == "cuda" else 0
+
     def _loader(self, ds: Any, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False) -> Any:
         import torch
 
         cfg = self.cfg
         return torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-            num_workers=cfg.num_workers, pin_memory=self.device_.type == "cuda",
+            num_workers=self._workers(), pin_memory=self.device_.type == "cuda",
             persistent_workers=False,
             # The loader's generator fixes batch order and each worker's augmentation seed.
             generator=torch.Generator().manual_seed(int(seed)),
