@@ -95,6 +95,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-tune", action="store_true", help="only extract and score the CNN alone")
+    ap.add_argument("--cache-from", type=Path, default=None,
+                    help="another run's work folder: hard-link its per-study cache (radiomics, masks, patches are "
+                         "the same while only CNN settings change)")
     args = ap.parse_args()
     if not (args.data / "train_label_coordinates.csv").is_file():
         _fail(f"{args.data}: no real development set here (build it with ../shared/realdata/build_dev.sh)")
@@ -115,6 +118,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     res: dict = {"data": str(args.data), "folds": args.folds, "trials": args.trials, "overrides": parse_sets(args.sets),
                  "seconds": {}}  # fmt: skip
+    if args.cache_from is not None and not (work / "features" / "cache").exists():
+        import os
+        import shutil
+
+        src = args.cache_from / "features" / "cache"
+        src = src if src.is_dir() else args.cache_from / "cache"
+        shutil.copytree(src, work / "features" / "cache", copy_function=os.link)
     t0 = time.perf_counter()
     meta = extract_features(args.data, "train", work / "features", cfg=fcfg, workers=args.workers, quiet=True)
     res["seconds"]["extract"] = round(time.perf_counter() - t0, 1)
@@ -138,7 +148,7 @@ def main() -> None:
         return {"foraminal": round(v, 4), "x_prior": round(v / prior, 3)}
 
     if {"cnn_0", "cnn_1", "cnn_2"} <= set(rows.columns):
-        p = rows[["cnn_0", "cnn_1", "cnn_2"]].to_numpy(np.float64)
+        p = rows[["cnn_0", "cnn_1", "cnn_2"]].to_numpy(np.float64, copy=True)
         ok = np.isfinite(p).all(axis=1)
         p[~ok] = fold_priors(cells, g, folds)[~ok]  # no CNN probability at a row: its fold's prior
         res["cnn"] = {**entry(weighted_logloss(p, g)), "rows_without_cnn": int((~ok).sum())}

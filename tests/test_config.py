@@ -64,3 +64,16 @@ def test_hash_tracks_what_changes_features(tmp_path: Path) -> None:
     bad = base.model_copy(update={"radiomics": base.radiomics.model_copy(update={"axial": "missing.yaml"})})
     with pytest.raises(RadspineError, match="radiomics params file not found: missing.yaml"):
         config_hash(bad)
+
+
+def test_per_study_cache_key_ignores_settings_used_after_the_per_study_stage():
+    """CNN settings change the feature config's identity (a model refuses other CNN features) but not the key of
+    the per-study cache: trying another CNN does not recompute radiomics, masks and patches."""
+    from radspine.features.config import FeaturesConfig, config_hash, study_config_hash
+
+    base = FeaturesConfig()
+    cnn = base.model_copy(update={"embeddings": base.embeddings.model_copy(update={"epochs": 9}), "cnn_folds": 5,
+                                  "context_cnn_dims": 2})
+    patches = base.model_copy(update={"patches": base.patches.model_copy(update={"jitter_sigma_mm": 2.0})})
+    assert config_hash(cnn) != config_hash(base) and study_config_hash(cnn) == study_config_hash(base)
+    assert study_config_hash(patches) != study_config_hash(base) and config_hash(patches) != config_hash(base)

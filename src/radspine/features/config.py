@@ -67,10 +67,22 @@ def radiomics_params_path(name: str) -> Path:
     raise RadspineError(f"radiomics params file not found: {name} (looked in {q.parent})")
 
 
-def config_hash(cfg: FeaturesConfig) -> str:
+# Settings used only after the per-study stage (the CNN stage and the table's context columns).
+_AFTER_STUDY = ("embeddings", "cnn_folds", "context_cnn_dims")
+
+
+def study_config_hash(cfg: FeaturesConfig) -> str:
+    """Hash of the settings the per-study stage uses (patches, radiomics, morphometry, what is cut for the CNN):
+    the per-study cache is keyed by it, so trying other CNN settings does not recompute radiomics and masks."""
+    return config_hash(cfg, _skip=_AFTER_STUDY)
+
+
+def config_hash(cfg: FeaturesConfig, _skip: tuple[str, ...] = ()) -> str:
     """Stable hash of everything that changes feature values (config + radiomics params file contents)."""
     payload = cfg.model_dump(mode="json")
-    emb = payload["embeddings"]
+    for key in _skip:
+        payload.pop(key, None)
+    emb = payload.get("embeddings", {})
     # Run-time settings must not change the identity of a model (CPU vs CUDA, threads, loader workers).
     for key in ("device", "num_threads", "num_workers", "deterministic", "infer_batch_size", "cache_frozen", "pin_memory"):
         emb.pop(key, None)

@@ -19,7 +19,7 @@ from radspine import __version__
 from radspine.constants import SERIES_SHORT, SERIES_TYPES
 from radspine.errors import DatasetError, RadspineError
 from radspine.features.cache import CachedJob, is_cached, load_cached
-from radspine.features.config import CNN_FAMILIES, FeaturesConfig, config_hash
+from radspine.features.config import CNN_FAMILIES, FeaturesConfig, config_hash, study_config_hash
 from radspine.features.schema import FOLD_COLUMN, feature_columns, write_table
 from radspine.features.study import Locate, StudyFeatures, StudyJob
 from radspine.fsutil import write_json_atomic
@@ -154,9 +154,9 @@ def extract_features(
         read_manifest(emb_dir)  # checked before the (long) per-study map, not after it
     chash = config_hash(cfg)
     # The points are part of a cached entry's identity too: other points (labels vs a localizer CSV)
-    # must never reuse patches cut at the old ones.
+    # must never reuse patches cut at the old ones. CNN-only settings are not: they act after this stage.
     pkey = points_hash(pts) + (f"-loc{locate_id}" if locate is not None else "")
-    cache_dir = out / "cache" / chash / f"{split}-{pkey}"
+    cache_dir = out / "cache" / study_config_hash(cfg) / f"{split}-{pkey}"
     if overwrite and cache_dir.exists():
         import shutil
 
