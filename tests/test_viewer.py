@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +54,9 @@ def fake_pred(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     preds.loc[preds["row_id"] == row_id(ids[0], "left_neural_foraminal_narrowing", "l2_l3"), "flag"] = "doubtful: low confidence"
     out = tmp_path_factory.mktemp("viewer_pred")
     preds.to_csv(out / "predictions.csv", index=False)
-    from radspine.points import SCHEMA_COLUMNS
-
     # The points file as localize writes it (CSV names, pandas' own float text).
     from radspine.constants import CONDITION_NAMES, LEVEL_NAMES
+    from radspine.points import SCHEMA_COLUMNS
 
     pts = coords[list(SCHEMA_COLUMNS)].assign(condition=coords["condition"].map(CONDITION_NAMES),
                                                level=coords["level"].map(LEVEL_NAMES))
@@ -258,11 +256,10 @@ def test_each_point_is_drawn_at_its_predicted_pixel(browser, fake_pages, fake_pr
 
 
 def test_scrolling_fades_a_point_with_its_signed_distance(browser, fake_pages, phantom_root: Path) -> None:
+    from helpers.browser import open_page
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     from selenium.webdriver.common.by import By
-
-    from helpers.browser import open_page
 
     from radspine.geometry import pixel_to_world
 
@@ -287,10 +284,11 @@ def test_scrolling_fades_a_point_with_its_signed_distance(browser, fake_pages, p
     assert after["d"] == pytest.approx(dist, abs=1e-3) and abs(dist) > 0.5
     assert f"Δ{'+' if dist >= 0 else '−'}{abs(dist):.1f} mm" in after["label"]
     # Window/level: a drag on the image (not on a point) changes the display window.
-    slope0 = browser.execute_script("return document.querySelector('#wl-%d feFuncR').getAttribute('slope')" % before["view"])
+    slope_js = "return document.querySelector('#wl-' + arguments[0] + ' feFuncR').getAttribute('slope')"
+    slope0 = browser.execute_script(slope_js, before["view"])
     ActionChains(browser).move_to_element_with_offset(stage, -int(stage.size["width"] * 0.4), -int(stage.size["height"] * 0.4)) \
         .click_and_hold().move_by_offset(-60, 0).release().perform()
-    slope1 = browser.execute_script("return document.querySelector('#wl-%d feFuncR').getAttribute('slope')" % before["view"])
+    slope1 = browser.execute_script(slope_js, before["view"])
     assert float(slope1) > float(slope0) == 1.0
 
 
@@ -319,10 +317,9 @@ def test_js_geometry_matches_radspine_geometry(browser, fake_pages, phantom_root
 
 
 def test_drag_marks_the_row_and_save_writes_the_points_format(browser, fake_pages, fake_pred: Path) -> None:
+    from helpers.browser import open_page
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-
-    from helpers.browser import open_page
 
     sid, page = next(iter(fake_pages.pages.items()))
     open_page(browser, page)
@@ -361,9 +358,8 @@ def test_drag_marks_the_row_and_save_writes_the_points_format(browser, fake_page
 
 def test_missing_image_and_missing_axial_series_still_open(browser, fake_pages, fake_pred: Path, phantom_root: Path,
                                                           tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     from helpers.browser import open_page, severe_console_errors
+    from selenium.webdriver.common.by import By
 
     from radspine.constants import AX_T2
     from radspine.io.dataset import Dataset
@@ -409,9 +405,8 @@ def test_missing_image_and_missing_axial_series_still_open(browser, fake_pages, 
 
 
 def test_index_sorts_by_severity_then_by_doubt(browser, fake_pages) -> None:
-    from selenium.webdriver.common.by import By
-
     from helpers.browser import open_page
+    from selenium.webdriver.common.by import By
 
     browser.get(fake_pages.index.resolve().as_uri())
     order = lambda: [int(tr.get_attribute("data-study")) for tr in browser.find_elements(By.CSS_SELECTOR, "#studies tbody tr")]  # noqa: E731
@@ -451,11 +446,10 @@ def _study_lines(path: Path, sid: int, dst: Path) -> Path:
 def test_demo_page_drag_save_and_regrade(demo_run: dict, browser, tmp_path: Path) -> None:
     """The issue's loop: open a demo study's page, drag one point, save, `predict --points` the saved file: that
     row's image features change, every other row's own features stay identical."""
+    from helpers.browser import open_page, severe_console_errors, wait_for_file
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from typer.testing import CliRunner
-
-    from helpers.browser import open_page, severe_console_errors, wait_for_file
 
     from radspine.cli import app
     from radspine.points import is_unusable, read_points_csv

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from radspine.errors import DatasetError, ModelError, RadspineError
+from radspine.errors import DatasetError, ModelError
 from radspine.fsutil import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def build_viewer(
             studies[str(sid)] = summary
             failed.pop(str(sid), None)
             result.pages[sid] = page
-        except (RadspineError, OSError, ValueError, KeyError) as err:
+        except Exception as err:  # noqa: BLE001 - one bad study must not stop the batch
             why = str(err).splitlines()[0] if str(err) else type(err).__name__
             log.warning("study %s: viewer page skipped: %s", sid, why)
             failed[str(sid)] = why

@@ -108,7 +108,9 @@
   app.appendChild(viewsBox);
   app.appendChild(el("p", { cls: "help", text: "Wheel or slider: slices · drag a point: move it (the row is marked moved) · " +
     "drag elsewhere: window/level · shift-drag or middle button: pan · ctrl-wheel or +/−: zoom · double-click: reset · " +
-    "click a row: jump to its point." }));
+    "click a row: jump to its point. Save points downloads points_study_" + D.study_id + ".csv in the localize format " +
+    "(moved points replaced, the others kept; a point the localizer flagged is left out, as predict left it " +
+    "ungraded, unless you move it or press 'grade here'): radspine predict --points FILE re-grades the study there." }));
   var legend = el("p", { cls: "legend" });
   D.severities.forEach(function (s, g) {
     legend.appendChild(el("span", { cls: "dot", style: "background:" + D.grade_colors[g] }));
@@ -307,7 +309,7 @@
     v.stage.addEventListener("pointerdown", function (e) {
       if (v.stack === null) return;
       S.active = v.i;
-      v.stage.focus();
+      v.stage.focus({ preventScroll: true });
       var xy = stageXY(v, e);
       var grp = e.target.closest ? e.target.closest("g.pt") : null;
       if (S.placing && e.button === 0) {
