@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
                                            "its predict_log.json names)."),
         max_px: int = typer.Option(512, "--max-px", min=64, max=2048, help="Longer side of the stored slices (px)."),
         image_format: str = typer.Option("webp", "--format", help="Stored slice format: webp or png."),
-        quality: int = typer.Option(90, "--quality", min=1, max=100, help="WebP quality (100 = lossless)."),
+        quality: int = typer.Option(85, "--quality", min=1, max=100, help="WebP quality (100 = lossless)."),
         top_k: int = typer.Option(3, "--top-k", min=0, help="Features listed per row."),
         quiet: bool = typer.Option(False, "--quiet", help="Warnings only."),
     ) -> None:

@@ -102,7 +102,7 @@ def build_viewer(
     top_k: int = 3,
     max_px: int = 512,
     image_format: str = "webp",
-    quality: int = 90,
+    quality: int = 85,
 ) -> ViewerResult:
     """Write one viewer page per predicted study (or ``study_ids``) and the index; return what was written.
 

@@ -67,7 +67,7 @@ def index_html(summaries: list[dict], failed: dict[str, str]) -> str:
             f'<td class="num">{s.get("bytes", 0) / 1e6:.2f}</td><td class="notes">{notes}</td></tr>'
         )
     fails = "".join(f"<li>study {escape(sid)}: {escape(why)}</li>" for sid, why in sorted(failed.items()))
-    legend = "".join(f'<span class="dot" style="background:{c}"></span>{escape(s)} ' for s, c in zip(SEVERITIES, GRADE_COLORS))
+    legend = " ".join(f'<span class="dot" style="background:{c}"></span>{escape(s)}' for s, c in zip(SEVERITIES, GRADE_COLORS))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>radspine study viewer</title>"
         f"<style>{static_text('index.css')}</style></head><body>\n<h1>radspine study viewer</h1>\n"

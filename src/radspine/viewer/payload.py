@@ -112,6 +112,20 @@ def _default_slice(j: int, vol: Volume, rows: list[dict]) -> int:
     return on.most_common(1)[0][0] if on else len(vol.instance_numbers) // 2
 
 
+def _measurement_lines(meas: list[dict], r: pd.Series) -> list[dict]:
+    """Measured values with their cut-offs, one line each; unmeasured ones grouped by reason (said once)."""
+    from radspine.report import MEASUREMENT_LABELS
+
+    lines = [{"text": m["text"], "measured": True} for m in meas if m["value"] is not None]
+    why: dict[str, list[str]] = {}
+    for m in meas:
+        if m["value"] is None:
+            why.setdefault(str(r.get(f"{m['name']}_reason", "")) or "no reason recorded", []).append(
+                MEASUREMENT_LABELS[m["name"]][0])
+    return lines + [{"text": f"{', '.join(names)} not measured ({reason})", "measured": False}
+                    for reason, names in why.items()]
+
+
 def _row_record(r: pd.Series, expl) -> dict:
     from radspine.points import is_unusable
     from radspine.report import CONDITION_SHORT, row_measurements, row_status
@@ -134,8 +148,7 @@ def _row_record(r: pd.Series, expl) -> dict:
         "unusable": bool(is_unusable(str(r.get("flag", "") or ""))),
         "confidence": _finite(r.get("confidence")),
         "status": row_status(r)[1],
-        "measurements": [{"name": m["name"], "text": m["text"], "measured": m["value"] is not None}
-                         for m in row_measurements(r)],
+        "measurements": _measurement_lines(row_measurements(r), r),
         # The model's explanation of a row it did not grade would explain a grade nobody reported.
         "image_evidence": [] if prior_graded or expl is None else contrib(expl.image),
         "prior_context": [] if prior_graded or expl is None else contrib(expl.prior),
@@ -153,7 +166,7 @@ def study_payload(
     study_uid: str = "",
     max_px: int = 512,
     fmt: str = "webp",
-    quality: int = 90,
+    quality: int = 85,
 ) -> dict:
     """Everything one study's page shows, as a JSON-ready dict (images embedded as data URIs).
 

@@ -20,6 +20,9 @@ from radspine.types import Volume
 log = logging.getLogger(__name__)
 
 FORMATS: Final[dict[str, str]] = {"webp": "image/webp", "png": "image/png"}
+# Lossy WebP at 85: ~38 dB PSNR against the lossless slice on the real-size phantom (39 sagittal, 39 axial), at
+# a fifth (sagittal) to a third (axial) of PNG's bytes; 90 costs 1.3-1.7x more for ~2.5 dB.
+DEFAULT_QUALITY: Final[int] = 85
 # Stored window: wide enough that the page's window/level drag can still brighten the dark end or read the
 # bright CSF; the 0.5 % tails are mostly noise and fat-suppression artefacts.
 STORE_PERCENTILES: Final[tuple[float, float]] = (0.5, 99.8)
@@ -53,7 +56,7 @@ def display_shape(rows: int, cols: int, max_px: int) -> tuple[int, int]:
     return max(1, round(rows * f)), max(1, round(cols * f))
 
 
-def encode_slice(img: np.ndarray, shape: tuple[int, int], fmt: str = "webp", quality: int = 90) -> bytes:
+def encode_slice(img: np.ndarray, shape: tuple[int, int], fmt: str = "webp", quality: int = DEFAULT_QUALITY) -> bytes:
     """One uint8 slice resized to ``shape`` (Lanczos) and compressed; ``quality`` 100 means lossless WebP."""
     from PIL import Image
 
@@ -96,7 +99,7 @@ def stack_geometry(vol: Volume) -> dict:
     }
 
 
-def stack_images(vol: Volume, *, max_px: int = 512, fmt: str = "webp", quality: int = 90) -> tuple[list[str | None], list[int], list[str]]:
+def stack_images(vol: Volume, *, max_px: int = 512, fmt: str = "webp", quality: int = DEFAULT_QUALITY) -> tuple[list[str | None], list[int], list[str]]:
     """Every slice of a stack as a data URI; (images, display shape (rows, cols), problems).
 
     A slice that cannot be encoded becomes ``None`` with a problem line naming it (the page says so in the
