@@ -3,7 +3,7 @@
     .venv/bin/python scripts/viewer_screenshots.py runs/demo/viewer/study_<id>.html [--out docs] [--row ROW_ID]
 
 Writes ``viewer_wide.png`` (1400 × 900, three views side by side) and ``viewer_narrow.png`` (760 × 1000, views
-stacked), palette-quantised so they stay small. Needs Debian's ``chromium`` and ``chromium-driver``. With
+stacked). Needs Debian's ``chromium`` and ``chromium-driver``. With
 ``--row`` the page first jumps to that row's point (and selects it), as a person clicking the row would.
 """
 
@@ -49,7 +49,7 @@ def shoot(page: Path, out_dir: Path, row: str | None = None) -> list[Path]:
             time.sleep(0.3)
             img = Image.open(io.BytesIO(drv.get_screenshot_as_png())).convert("RGB")
             path = out_dir / f"viewer_{name}.png"
-            img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+            img.save(path, optimize=True)
             written.append(path)
     finally:
         drv.quit()
