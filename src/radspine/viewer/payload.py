@@ -87,7 +87,8 @@ def _project(point: dict, row: pd.Series, stacks: list[Volume], notes: list[str]
         k = vol.slice_index(point["instance_number"])
         world = pixel_to_world(vol, point["x"], point["y"], k)
     else:
-        world = np.array([_finite(row.get(c)) or np.nan for c in ("world_x", "world_y", "world_z")], dtype=float)
+        world = np.array([np.nan if _finite(row.get(c)) is None else _finite(row.get(c))
+                          for c in ("world_x", "world_y", "world_z")], dtype=float)
         k = None
         where = ("its world position" if np.isfinite(world).all() else "nowhere (no world position either)")
         notes.append(f"{row['row_id']}: series {point['series_id']} instance {point['instance_number']} is not "
@@ -95,12 +96,12 @@ def _project(point: dict, row: pd.Series, stacks: list[Volume], notes: list[str]
     proj: dict[str, list[float]] = {}
     if np.isfinite(world).all():
         for j, vol in enumerate(stacks):
+            offset = round(float(world @ vol.normal), 4)
             if j == own:
-                x, y = point["x"], point["y"]  # the predicted pixel itself, exactly
+                proj[str(j)] = [point["x"], point["y"], offset]  # the predicted pixel itself, exactly
             else:
                 _, yy, xx = continuous_index(vol, world)
-                x, y = float(xx), float(yy)
-            proj[str(j)] = [round(float(x), 4), round(float(y), 4), round(float(world @ vol.normal), 4)]
+                proj[str(j)] = [round(float(xx), 4), round(float(yy), 4), offset]
     return {**{k_: point[k_] for k_ in ("series_id", "instance_number", "x", "y", "x_text", "y_text", "from_points_file")},
             "stack": own, "slice": k, "world": [float(v) for v in world] if np.isfinite(world).all() else None,
             "proj": proj}
