@@ -86,7 +86,8 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     t = time.perf_counter()
     pred = pipeline.predict(data, model, out / "submission.csv", points_out=out / "points.csv",
                             work_dir=work / "test", workers=opts.workers, quiet=opts.quiet,
-                            report_dir=out / "report" if opts.reports else None)  # fmt: skip
+                            report_dir=out / "report" if opts.reports else None,
+                            viewer_dir=out / "viewer" if opts.reports else None)  # fmt: skip
     timings["predict"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
@@ -109,6 +110,7 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
         "localizer": trained.get("localizer", {}),
         "predict": pred,
         "reports": pred.get("reports"),
+        "viewer": pred.get("viewer"),
         "seconds": timings,
         "options": asdict(opts),
     }

@@ -3,7 +3,7 @@
 ``train()``: train-localizer → extract-features (train split) → tune → package the feature config and
 CNN embedders into the bundle, so the model folder is complete and ``predict`` accepts it.
 ``predict()``: the bundle on a dataset (re-exported from :mod:`radspine.predict`), optionally with the
-per-study visual reports.
+per-study visual reports and the study viewer pages.
 """
 
 from __future__ import annotations
@@ -82,16 +82,24 @@ def predict(
     out_csv: str | Path,
     *,
     report_dir: str | Path | None = None,
+    viewer_dir: str | Path | None = None,
     split: str = "test",
     **kwargs,
 ) -> dict:
-    """:func:`radspine.predict.predict`, then (with ``report_dir``) one report PNG per study + index.html."""
+    """:func:`radspine.predict.predict`, then (with ``report_dir``) one report PNG per study + index.html and
+    (with ``viewer_dir``) one study viewer page per study + index.html."""
     summary = _predict(data_dir, model_dir, out_csv, split=split, **kwargs)
+    work = Path(kwargs.get("work_dir") or Path(out_csv).parent / "predict_work")
     if report_dir is not None:
         from radspine.report import render_reports
 
-        work = Path(kwargs.get("work_dir") or Path(out_csv).parent / "predict_work")
         n = render_reports(data_dir, Path(out_csv).parent, report_dir, model_dir=model_dir, split=split,
                            features=work / "features" / "features.parquet")  # fmt: skip
         summary["reports"] = {"n": n, "index": str(Path(report_dir) / "index.html")}
+    if viewer_dir is not None:
+        from radspine.viewer import build_viewer
+
+        res = build_viewer(data_dir, Path(out_csv).parent, viewer_dir, model_dir=model_dir, split=split,
+                           features=work / "features" / "features.parquet", points=summary.get("points"))
+        summary["viewer"] = {"n": res.n, "index": str(res.index)}
     return summary

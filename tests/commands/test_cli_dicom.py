@@ -134,3 +134,11 @@ def test_predict_dicom_end_to_end_with_demo_model(demo_run, hospital, tmp_path):
     assert (pred["study_uid"] == pred["study_id"].map(dict(zip(uids["study_id"], uids["study_uid"])))).all()
     assert sorted(pred["study_uid"].unique()) == sorted(hospital["study_uids"])
     print(f"predict --dicom end to end: {seconds:.1f} s")
+    # The viewer reads the same export (its own view of it gives the same ids) and shows each study's UID.
+    res = runner.invoke(app, ["view", "--dicom", str(hospital["root"]), "--predictions", str(tmp_path), "--out",
+                              str(tmp_path / "viewer"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    pages = sorted((tmp_path / "viewer").glob("study_*.html"))
+    index = (tmp_path / "viewer" / "index.html").read_text()
+    assert len(pages) == 2 and all(uid in index for uid in hospital["study_uids"])
+    assert not any("not among the readable stacks" in p.read_text() for p in pages)

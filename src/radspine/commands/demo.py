@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         trials: int = typer.Option(8, "--trials", min=1, help="Optuna trials."),
         seed: int = typer.Option(0, "--seed"),
         workers: int | None = typer.Option(None, "--workers", help="Local processes (default: cores)."),
-        reports: bool = typer.Option(True, "--reports/--no-reports", help="Render the per-study reports."),
+        reports: bool = typer.Option(True, "--reports/--no-reports", help="Render the per-study reports and viewer pages."),
         quiet: bool = typer.Option(False, "--quiet", help="Logs only, no progress bars."),
     ) -> None:
         """Phantom end to end: synth → train-localizer → extract-features → tune → predict → score."""
@@ -33,3 +33,5 @@ def register(app: typer.Typer) -> None:
                                                 reports=reports, quiet=quiet))
             typer.echo(format_summary(summary))
             typer.echo(f"artifacts in {out}")
+            if summary.get("viewer"):
+                typer.echo(f"study viewer: {summary['viewer']['index']}")

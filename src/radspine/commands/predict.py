@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="Local processes (default: cores)."),
         scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address or 'local'."),
         report_dir: Path | None = typer.Option(None, "--report-dir", help="Also render a visual report per study."),
+        viewer_dir: Path | None = typer.Option(None, "--viewer-dir", help="Also write the study viewer pages "
+                                               "(see `radspine view`)."),
         quiet: bool = typer.Option(False, "--quiet", help="Warnings only (library warnings hidden), no progress bar."),
     ) -> None:
         """Localize → features → graders → calibrated submission.csv (always 25 rows per study).
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
                 study_uids = read_study_uids(root)
             s = predict(root, model, out, split=split, points=points, points_out=points_out, localizer_dir=localizer,
                         work_dir=work_dir, workers=workers, scheduler=scheduler, quiet=quiet, study_uids=study_uids,
-                        report_dir=report_dir)  # fmt: skip
+                        report_dir=report_dir, viewer_dir=viewer_dir)  # fmt: skip
             typer.echo(
                 f"{s['rows']} rows for {s['studies']} studies → {out} "
                 f"({s['rows_from_priors']} rows from priors, {len(s['skipped'])} studies with problems; "
@@ -61,3 +63,5 @@ def register(app: typer.Typer) -> None:
             )
             if report_dir is not None:
                 typer.echo(f"{s['reports']['n']} study reports → {s['reports']['index']}")
+            if viewer_dir is not None:
+                typer.echo(f"{s['viewer']['n']} study viewer pages → {s['viewer']['index']}")
