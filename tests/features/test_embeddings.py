@@ -23,7 +23,8 @@ NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
 def tiny_cfg(**kw) -> EmbeddingConfig:
     base = dict(backbone="resnet10t", backbone_kwargs=NARROW, pretrained="none", freeze_stages=0, image_size=32,
-                epochs=1, batch_size=16, num_threads=1, device="cpu", pca_dims=None, append_proba=False)
+                epochs=1, batch_size=16, num_threads=1, device="cpu", pca_dims=None, append_proba=False,
+                val_frac=0.0, tta_shift_px=0)
     base.update(kw)
     return EmbeddingConfig(**base)
 
@@ -254,7 +255,7 @@ def test_default_augmentation_never_flips_sides() -> None:
     out = torch.stack([flipping(xb[i]) for i in range(64)])
     flipped = out[..., 12:].mean((1, 2, 3)) > 0.5
     assert 0 < int(flipped.sum()) < 64
-    assert augmentation(AugmentConfig(max_shift_px=0, noise_sigma=0), (24, 24)) is None
+    assert augmentation(AugmentConfig(max_shift_px=0, noise_sigma=0, gamma=0), (24, 24)) is None
     rot = augmentation(AugmentConfig(rotate_deg=10, scale=0.1), (24, 24))
     assert type(rot.transforms[0]).__name__ == "RandomAffine"
 
@@ -355,9 +356,10 @@ def test_pretrained_auto_default_records_weights(tmp_path) -> None:
     path = _lite0_file()
     cfg = EmbeddingConfig()
     assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto" and cfg.image_size == 64
+    assert cfg.freeze_stages == 0 and cfg.val_frac > 0 and cfg.tta_shift_px > 0  # the real-CV choice: whole net
     x, y, _ = tiny_data(n=20, chans=5, size=32)
     emb = CnnEmbedder(cfg.model_copy(update=dict(image_size=32, epochs=1, batch_size=10, num_threads=1,
-                                                 device="cpu", pca_dims=4))).fit(x, y)
+                                                 device="cpu", pca_dims=4, freeze_stages=6))).fit(x, y)
     assert emb.weights_["name"] == "efficientnet_lite0" and emb.weights_["path"] == str(path)
     assert emb._norm == (0.449, 0.226)  # ImageNet statistics for a pretrained net
     # frozen stem kept its ImageNet (adapted) filters through training
@@ -440,7 +442,7 @@ def test_frozen_prefix_cache_is_exact_and_shared(monkeypatch) -> None:
     monkeypatch.setattr(cm, "PREFIX_CACHE", cm.PrefixCache())
     x, y, _ = tiny_data(n=24, chans=3, size=32)
     cfg = EmbeddingConfig(image_size=32, epochs=1, batch_size=8, num_threads=1, device="cpu", pca_dims=4,
-                          freeze_stages=6)
+                          freeze_stages=6, val_frac=0.0, tta_shift_px=0)
     a = CnnEmbedder(cfg).fit(x, y)
     assert len(cm.PREFIX_CACHE.rows) == 24  # one activation per patch
     z = a.transform(x)
@@ -521,8 +523,8 @@ def test_early_stopping_keeps_the_best_epoch_and_holds_out_whole_studies(monkeyp
 def test_tta_averages_the_patch_and_its_four_shifted_views() -> None:
     import torch.nn.functional as F
 
-    x, y, _ = tiny_data()
-    emb = CnnEmbedder(tiny_cfg(pca_dims=0, append_proba=True)).fit(x, y)
+    x, y = blob_data(60, seed=1)
+    emb = CnnEmbedder(tiny_cfg(pca_dims=0, append_proba=True, epochs=3, lr=3e-3)).fit(x, y)
     p0 = emb.predict_proba(x[:8])
     emb.cfg = emb.cfg.model_copy(update={"tta_shift_px": 2})
     p_tta = emb.predict_proba(x[:8])
