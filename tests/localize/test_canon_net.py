@@ -243,10 +243,10 @@ def test_sacrum_target_lies_below_l5_s1_on_every_sagittal_training_crop():
 def test_a_model_without_the_sacrum_channel_fine_tunes_into_one_with_it(tmp_path):
     """Older weights (10 channels) start an 11-channel net: their 10 heads are copied, the sacrum head starts at
     the untrained init; a saved 10-channel model still loads as one (its config says no sacrum channel)."""
-    from radspine.localize import Localizer, LocalizerConfig
-    from radspine.localize.net import HeatmapUNet
     import torch
 
+    from radspine.localize import Localizer, LocalizerConfig
+    from radspine.localize.net import HeatmapUNet
     from radspine.localize.train import _fit_head
 
     torch.manual_seed(0)

@@ -389,7 +389,6 @@ class CnnEmbedder:
     def _loader(self, ds: Any, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False) -> Any:
         import torch
 
-        cfg = self.cfg
         return torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
             num_workers=self._workers(), pin_memory=self.device_.type == "cuda",
