@@ -53,6 +53,8 @@ def tuned(tmp_path_factory):
             "2",
             "--seed",
             "1",
+            "--n-jobs",
+            "1",
             "--ablations",
         ],
     )
@@ -116,7 +118,7 @@ def test_cli_rerun_with_same_study_name_resumes(tuned):
     shutil.copytree(tuned["out"], out)  # keep the fixture's bundle untouched for the other tests
     args = ["tune", "--features", str(root / "work"), "--data", str(root / "data"), "--out", str(out)]
     cfg = root / "tune2.yaml"
-    cfg.write_text("trials: 2\nfolds: 2\nseed: 1\n")  # --config file instead of the flags
+    cfg.write_text("trials: 2\nfolds: 2\nseed: 1\nn_jobs: 1\n")  # --config file instead of the flags
     res = CliRunner().invoke(app, [*args, "--config", str(cfg), "-q"])
     assert res.exit_code == 0, res.output
     assert "trial" not in res.output  # --quiet: no progress bar
@@ -125,7 +127,7 @@ def test_cli_rerun_with_same_study_name_resumes(tuned):
         rep["tuning"]["lightgbm"]["n_trials_total"] == 3 and rep["tuning"]["xgboost"]["n_trials_total"] == 3
     )
     # Same study, other folds: refused with a one-line error instead of mixing incomparable trials.
-    res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "3", "--seed", "1", "-q"])
+    res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "3", "--seed", "1", "--n-jobs", "1", "-q"])
     assert res.exit_code == 2 and "new --study-name" in res.output
 
 
@@ -165,7 +167,7 @@ def test_study_resumes_and_refuses_other_data(tmp_path):
     grades = align_grades(table, labels)
     data = CVData(table, grades, assign_folds(table, grades, 2, 0))
     feats = feature_sets(table)["merged"]
-    opts = TuneConfig(study_name="s", max_rounds=20)
+    opts = TuneConfig(study_name="s", max_rounds=20, n_jobs=1)
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     first = [t.params for t in run_study("lightgbm", data, feats, "per_group", opts, 2, None, storage).trials]
     again = run_study("lightgbm", data, feats, "per_group", opts, 1, None, storage)
@@ -212,10 +214,11 @@ def test_input_errors_name_the_file(tmp_path):
 def test_timeout_stops_the_search_and_writes_a_complete_bundle_without_ablations(tmp_path):
     # --trials 1000 with --timeout 2: Optuna stops starting trials after ~2 s, the rest of tune runs, and the
     # bundle is whole. Ablations are off by default: no ablation section, and the report says so.
-    write_fake_workdir(tmp_path / "work", tmp_path / "data", 24, seed=7, **SMALL)
+    write_fake_workdir(tmp_path / "work", tmp_path / "data", 20, seed=7, **SMALL)
     out = tmp_path / "model"
     res = CliRunner().invoke(app, ["tune", "--features", str(tmp_path / "work"), "--data", str(tmp_path / "data"),
-                                   "--out", str(out), "--trials", "1000", "--timeout", "2", "--folds", "2"])
+                                   "--out", str(out), "--trials", "1000", "--timeout", "2", "--folds", "2",
+                                   "--n-jobs", "1"])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "cv_report.json").read_text())
     assert rep["tuning_timeout_s"] == 2
