@@ -92,6 +92,6 @@ def predict(
 
         work = Path(kwargs.get("work_dir") or Path(out_csv).parent / "predict_work")
         n = render_reports(data_dir, Path(out_csv).parent, report_dir, model_dir=model_dir, split=split,
-                           features=work / "features" / "features.parquet")  # fmt: skip
+                           features=work / "features" / "features.parquet", workers=kwargs.get("workers"))  # fmt: skip
         summary["reports"] = {"n": n, "index": str(Path(report_dir) / "index.html")}
     return summary
