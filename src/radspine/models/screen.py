@@ -51,7 +51,7 @@ class ColumnScreen(BaseEstimator):
         self,
         near_duplicate: float | None = 0.98,
         max_features: int | None = 200,
-        importance_rounds: int = 40,
+        importance_rounds: int = 30,
         corr_rows: int = 3000,
         random_state: int = 0,
         n_jobs: int = 1,
@@ -93,7 +93,7 @@ class ColumnScreen(BaseEstimator):
 
         quick = GradeClassifier(
             "lightgbm", n_estimators=self.importance_rounds, learning_rate=0.1, num_leaves=15, max_depth=5,
-            min_child_samples=10, colsample=0.5, subsample=0.8, n_jobs=self.n_jobs, random_state=self.random_state,
+            min_child_samples=10, colsample=0.3, subsample=0.8, n_jobs=self.n_jobs, random_state=self.random_state,
         )
         sel = SelectFromModel(
             quick, threshold=1e-12, max_features=min(self.max_features, X.shape[1]),

@@ -95,7 +95,7 @@ class ScreenConfig(BaseModel):
     enabled: bool = True
     near_duplicate: float | None = Field(0.98, gt=0, le=1)  # |Spearman r| that makes a column a near-duplicate
     max_features: int | None = Field(200, ge=1)  # importance screen: top columns by quick-fit gain (null: off)
-    importance_rounds: int = Field(40, ge=1)
+    importance_rounds: int = Field(30, ge=1)
     corr_rows: int = Field(3000, ge=10)
 
 
@@ -123,7 +123,7 @@ class TuneConfig(BaseModel):
     ablations: bool | tuple[str, ...] = False  # True: every feature-set ablation; a list: those sets
     screen: ScreenConfig = Field(default_factory=ScreenConfig)
     prune_in_training: bool = True  # Optuna's LightGBM/XGBoost pruning callbacks on the boosting rounds
-    prune_report_every: int = Field(10, ge=1)  # rounds between two pruning reports (each is a storage write)
+    prune_report_every: int = Field(25, ge=1)  # rounds between two pruning reports (each is a storage write)
     pruner_warmup_rounds: int = Field(30, ge=0)  # rounds of each booster before it may be pruned
     plots: bool = True
     progress: bool = False
