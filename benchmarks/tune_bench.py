@@ -78,9 +78,11 @@ def run_child(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         rep = tune(table, labels, Path(tmp) / "model", meta, cfg)
         wall = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mb = ru.ru_maxrss / 1024  # KiB on Linux
     out = {
         "seconds": round(wall, 1),
+        "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),  # whole process (table loading included)
         "peak_rss_mb": round(peak_mb),
         "cv_score": round(rep["score"], 4),
         "score_selection": round(rep["score_selection"], 4),
