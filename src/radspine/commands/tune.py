@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         ablations: bool | None = typer.Option(
             None, "--ablations/--no-ablations",
             help="Also score each feature set alone (radiomics_only, cnn_only, …): one cross-validated refit each "
-            "[off].",
+            "(off by default).",
         ),
         storage: str | None = typer.Option(
             None, "--storage", help="Optuna storage URL (default sqlite:///MODELDIR/optuna.db)."
