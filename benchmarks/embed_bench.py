@@ -175,7 +175,7 @@ def ablation(studies: int, size: int, trials: int, threads: int, labels_: list[s
             direct = cnn_proba_score(table, align_grades(table, labels))
             t1 = time.perf_counter()
             rep = tune(table, labels, Path(tmp) / f"model_{label}", meta,
-                       TuneConfig(trials=trials, folds=3, seed=seed, n_jobs=1))
+                       TuneConfig(trials=trials, folds=3, seed=seed, n_jobs=1, ablations=True))
             abl = rep["ablations"]
             prior = rep["priors_only_score"]
             scores = {k: round(v["after"]["score"], 4) for k, v in abl.items()}

@@ -160,3 +160,20 @@ def test_plots_render_png(run, importance) -> None:
 
     png = plot_importance(importance, top=5)._repr_png_()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_relative_demo_dir_is_the_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `RADSPINE_DEMO_DIR=runs/demo jupyter nbconvert --execute notebooks/x.ipynb` from the repository root: the
+    # kernel runs in notebooks/, the shell's directory ($PWD, inherited) is the root.
+    from radspine.analysis import demo_dir_from_env
+
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("RADSPINE_DEMO_DIR", "runs/demo")
+    assert demo_dir_from_env() == tmp_path / "runs" / "demo"
+    (tmp_path / "notebooks" / "runs" / "demo").mkdir(parents=True)  # one beside the kernel wins
+    assert demo_dir_from_env().resolve() == (tmp_path / "notebooks" / "runs" / "demo").resolve()
+    monkeypatch.setenv("RADSPINE_DEMO_DIR", str(tmp_path / "abs"))
+    assert demo_dir_from_env() == tmp_path / "abs"

@@ -154,3 +154,20 @@ def test_nearest_stack_prefers_a_slice_that_holds_the_point() -> None:
     vol, pr, inside = G.nearest_stack([a], point)
     assert vol is a and not inside and pr.distance_mm == pytest.approx(0.5)
     assert G.nearest_stack([], point) is None
+
+
+@pytest.mark.parametrize(
+    ("tilt", "slab", "plane"),
+    [(0, 150.0, "axial"), (30, 150.0, "axial"), (44, 150.0, "axial"), (55, 16.0, "axial"), (55, 80.0, "coronal"),
+     (60, 20.0, "axial"), (65, 16.0, "coronal"), (90, 16.0, "coronal")],
+)
+def test_plane_of_follows_the_spine_not_the_dominant_axis(tilt, slab, plane):
+    # An axial block tilted about x to follow a disc: a thin one stays axial up to 60°, a thick slab past 45°
+    # is a coronal volume.
+    t = np.deg2rad(tilt)
+    normal = np.cross([1.0, 0, 0], [0, np.cos(t), -np.sin(t)])
+    got, deg = G.plane_of(normal, slab)
+    assert got == plane
+    assert deg == pytest.approx(tilt if plane == "axial" else 90 - tilt, abs=1e-6)
+    assert G.plane_of(-normal, slab)[0] == plane  # the normal's sign does not matter
+    assert G.plane_of(np.array([0.9, 0.3, 0.3]), 5.0)[0] == "sagittal"

@@ -50,3 +50,15 @@ def test_unreachable_dask_scheduler_is_user_error(monkeypatch: pytest.MonkeyPatc
 
 def test_default_workers_positive() -> None:
     assert default_workers() >= 1
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    # pytest's stderr is no terminal: a log line instead of a rich bar that a log file would never show.
+    with caplog.at_level(logging.INFO, logger="radspine.parallel"):
+        map_items(abs, [1, -2, 3], workers=1, desc="studies", quiet=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "radspine.parallel"]
+    assert lines and lines[-1].startswith("studies: 3/3, elapsed ")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="radspine.parallel"):
+        map_items(abs, [1, -2, 3], workers=1, desc="studies", quiet=True)
+    assert not [r for r in caplog.records if r.name == "radspine.parallel"]

@@ -67,8 +67,19 @@ class RunData:
 
 
 def demo_dir_from_env(default: str | Path = "demo") -> Path:
-    """The demo output folder: ``$RADSPINE_DEMO_DIR`` or ``default``."""
-    return Path(os.environ.get(ENV_VAR, str(default)))
+    """The demo output folder: ``$RADSPINE_DEMO_DIR`` or ``default``.
+
+    A relative path is the caller's: ``jupyter nbconvert --execute`` runs the kernel in the notebook's
+    folder, so a path given from the repository root is looked up against the launching shell's directory
+    (``$PWD``, which the kernel inherits) when it does not exist from the kernel's own.
+    """
+    p = Path(os.environ.get(ENV_VAR, str(default))).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    shell = os.environ.get("PWD")
+    if shell and (Path(shell) / p).exists():
+        return Path(shell) / p
+    return p
 
 
 def _grades_from_solution(path: Path) -> pd.Series:

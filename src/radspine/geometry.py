@@ -139,9 +139,39 @@ def volume_center(vol: Volume) -> np.ndarray:
     return (plane_center(vol, 0) + plane_center(vol, len(vol.positions) - 1)) / 2.0
 
 
+# An axial slab may tilt this far from the patient's axial plane (about the left-right axis) to follow a disc:
+# lumbosacral discs often sit 30-45° and up to ~60° from it.
+MAX_AXIAL_TILT_DEG = 60.0
+# Past 45° the normal points more antero-posterior than cranio-caudal; such a stack is still axial when it
+# is a short slab across the column (one disc's block), while a thick one is a coronal volume.
+TILTED_AXIAL_MAX_SLAB_MM = 40.0
+
+
+def plane_of(normal: np.ndarray, slab_mm: float | None = None) -> tuple[str, float]:
+    """("sagittal" | "axial" | "coronal", tilt in degrees from that plane) of a stack of parallel slices,
+    relative to the spine rather than to the dominant axis.
+
+    Sagittal when the normal is mostly left-right. Otherwise axial up to 45° from the patient's axial plane,
+    and up to :data:`MAX_AXIAL_TILT_DEG` for a slab no thicker than :data:`TILTED_AXIAL_MAX_SLAB_MM`
+    (``slab_mm``: extent along the normal; None = unknown, counted as thin); else coronal.
+    """
+    n = np.abs(np.asarray(normal, dtype=np.float64))
+    n = n / np.linalg.norm(n)
+    if n[0] >= max(n[1], n[2]):
+        return "sagittal", float(np.degrees(np.arccos(min(1.0, n[0]))))
+    tilt = float(np.degrees(np.arccos(min(1.0, n[2]))))
+    thin = slab_mm is None or slab_mm <= TILTED_AXIAL_MAX_SLAB_MM
+    if tilt <= 45.0 or (tilt <= MAX_AXIAL_TILT_DEG and thin):
+        return "axial", tilt
+    return "coronal", float(np.degrees(np.arccos(min(1.0, n[1]))))
+
+
 def orientation_of(vol: Volume) -> str:
-    """"sagittal", "coronal" or "axial" by the dominant axis of the slice normal."""
-    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(vol.normal)))]
+    """"sagittal", "axial" or "coronal" of a stack by :func:`plane_of` (an axial block tilted to follow
+    L5/S1 is axial)."""
+    offsets = vol.slice_offsets
+    slab = float(offsets[-1] - offsets[0]) if len(offsets) > 1 else 0.0
+    return plane_of(vol.normal, slab)[0]
 
 
 def affine(vol: Volume) -> np.ndarray:

@@ -99,15 +99,20 @@ def map_items(
         workers: 1 = serial in this process; N > 1 = N local processes; None = number of cores.
         scheduler: None for local modes; "local" starts a Dask LocalCluster with ``workers`` workers;
             "tcp://host:port" connects to a running Dask scheduler.
-        desc: progress-bar label. quiet: no progress bar.
+        desc: progress-bar label. quiet: no progress. Progress is a rich bar on a terminal and, when stderr
+            is not one (a log file, CI), a plain line at most every 30 s (:class:`radspine.progress.PlainProgress`).
     """
+    from radspine.progress import PlainProgress, stderr_is_terminal
+
     guarded = _Guarded(fn)
     keys = [key(it) for it in items]
     n = len(items)
     if n == 0:
         return []
     results: list[Outcome[R] | None] = [None] * n
-    with _progress(n, desc, quiet) as progress:
+    terminal = stderr_is_terminal()
+    plain = PlainProgress(desc, n, log, every_s=30.0) if not quiet and not terminal else None
+    with _progress(n, desc, quiet or not terminal) as progress:
         task = progress.add_task(desc, total=n)
         for idx, (value, error) in _run(guarded, items, workers, scheduler):
             outcome = Outcome(key=keys[idx], value=value, error=error)
@@ -115,6 +120,8 @@ def map_items(
             if not outcome.ok:
                 log.warning("skipped %s: %s", outcome.key, outcome.error)
             progress.advance(task)
+            if plain is not None:
+                plain.advance()
     return [r for r in results if r is not None]
 
 

@@ -94,7 +94,7 @@ def predict(
         from radspine.report import render_reports
 
         n = render_reports(data_dir, Path(out_csv).parent, report_dir, model_dir=model_dir, split=split,
-                           features=work / "features" / "features.parquet")  # fmt: skip
+                           features=work / "features" / "features.parquet", workers=kwargs.get("workers"))  # fmt: skip
         summary["reports"] = {"n": n, "index": str(Path(report_dir) / "index.html")}
     if viewer_dir is not None:
         from radspine.viewer import build_viewer

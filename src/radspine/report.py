@@ -958,6 +958,17 @@ def render_study(
     return StudyReport(int(study.study_id), png, js, size, panels, notes)
 
 
+class _RenderJob:
+    """One study's report as a picklable callable (for :func:`radspine.parallel.map_items`)."""
+
+    def __init__(self, preds: pd.DataFrame, out: Path, contribs: dict, note: str, dpi: int):
+        self.preds, self.out, self.contribs, self.note, self.dpi = preds, out, contribs, note, dpi
+
+    def __call__(self, study) -> int:
+        render_study(study, self.preds, self.out, self.contribs, note=self.note, dpi=self.dpi)
+        return int(study.study_id)
+
+
 def write_index(report_dir: str | Path) -> Path:
     """(Re)write ``index.html`` listing every ``study_*.json`` in the folder (atomic)."""
     from radspine.report_html import index_html
@@ -987,13 +998,18 @@ def render_reports(
     features: str | Path | None = None,
     top_k: int = TOP_K,
     dpi: int = DEFAULT_DPI,
+    workers: int | None = 1,
 ) -> int:
     """Render the report of every predicted study (or ``study_ids``) and the index; return how many rendered.
 
     A study that fails is logged, listed as failed in the index and skipped; the batch goes on. Feature
     contributions need the model bundle (``model_dir``, default ``<predictions_dir>/model``) and the features
-    table predict wrote (found beside the predictions unless ``features`` is given).
+    table predict wrote (found beside the predictions unless ``features`` is given). ``workers``: processes
+    that draw the studies (:func:`radspine.parallel.map_items`; None = the cores): drawing the text of a
+    figure takes seconds, so a demo's 20 reports are worth spreading.
     """
+    from radspine.parallel import map_items
+
     from radspine.io.dataset import Dataset
 
     preds = load_predictions(predictions_dir)
@@ -1017,16 +1033,22 @@ def render_reports(
     out.mkdir(parents=True, exist_ok=True)
     failed_path = out / "failed.json"
     failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}
-    n = 0
+    studies = []
     for sid in wanted:
         try:
-            render_study(ds.study(sid, split), sub, out, contribs, note=note, dpi=dpi)
-            failed.pop(str(sid), None)
-            n += 1
+            studies.append(ds.study(sid, split))
         except Exception as err:  # noqa: BLE001 - one bad study must not stop the batch
             why = str(err).splitlines()[0] if str(err) else type(err).__name__
             log.warning("study %s: report skipped: %s", sid, why)
             failed[str(sid)] = why
+    n = 0
+    job = _RenderJob(sub, out, contribs, note, dpi)
+    for o in map_items(job, studies, key=lambda st: int(st.study_id), workers=workers, desc="reports"):
+        if o.ok:
+            failed.pop(str(o.key), None)
+            n += 1
+        else:
+            failed[str(o.key)] = o.error
     write_json_atomic(failed_path, failed)
     write_index(out)
     return n

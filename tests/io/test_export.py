@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -282,3 +283,80 @@ def test_duplicate_copies_and_non_image_dicom_are_counted_not_scanned(export, sc
     assert s.duplicates == 1 and s.non_image == 1 and s.non_dicom == 2
     assert s.n_images == scan.n_images
     assert [se.n_files for se in s.all_series()] == [se.n_files for se in scan.all_series()]
+
+
+def _disc_blocks(root: Path, tilts: tuple[float, ...], *, description: str = "", n: int = 5) -> str:
+    """One axial T2 series of per-disc blocks (``n`` slices, 4 mm apart) tilted about the patient x axis by
+    ``tilts`` degrees, 40 mm apart cranio-caudally; no description unless given (typed by TR/TE)."""
+    import pydicom
+    from dicom_writer import ramp, tilted_axial, unit, write_series
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid(entropy_srcs=["disc-blocks", str(root)])
+    inst = 1
+    for k, t in enumerate(tilts):
+        row, col = tilted_axial(t)
+        normal = unit(np.cross(row, col))
+        origin = np.array([-60.0, -60.0, -40.0 * k])
+        paths = write_series(root / f"block{k}", ramp(n, 8, 8, seed=k), origin=origin, row_cosine=row,
+                             col_cosine=col, slice_step=4.0, series_uid=uid,
+                             instance_numbers=list(range(inst, inst + n)))
+        inst += n
+        for p in paths:
+            ds = pydicom.dcmread(p)
+            ds.SeriesDescription = description
+            ds.RepetitionTime, ds.EchoTime, ds.SeriesNumber = "4000", "100", 5
+            ds.save_as(p, enforce_file_format=True)
+        assert abs(float(normal[2])) > 0  # the block's normal is tilted, never in-plane
+    return uid
+
+
+def test_tilted_per_disc_axial_blocks_are_typed_block_by_block(tmp_path):
+    # A series of per-disc blocks at 0°, 30° and 55° (the L5/S1 one steeper than 45°, where the normal points
+    # more antero-posterior than cranio-caudal): every block is axial, the series is Axial T2, nothing left out.
+    uid = _disc_blocks(tmp_path / "export" / "ax", (0.0, 30.0, 55.0))
+    scan = scan_export(tmp_path / "export")
+    se = _by_uid(scan)[uid]
+    assert se.series_type == C.AX_T2, se.why
+    assert [(b.plane, round(b.tilt_deg), len(b.files)) for b in se.blocks] == [
+        ("axial", 0, 5), ("axial", 30, 5), ("axial", 55, 5)]
+    assert se.left_out == [] and "3 blocks tilted 0°/30°/55°" in se.why and "TR 4000 / TE 100" in se.why
+    # The view holds all 15 slices, and the reader takes the 55° block as an axial stack of the study.
+    view = build_layout(scan, tmp_path / "view")
+    from radspine.io.dataset import Dataset
+    from radspine.io.volumes import load_study_volumes
+
+    (study,) = Dataset.open(view).studies("test")
+    vols = load_study_volumes(study)
+    assert sorted(v.pixels.shape[0] for v in vols.axial) == [5, 5, 5]
+    assert C.AX_T2 not in vols.problems
+
+
+def test_three_plane_scout_is_skipped_but_a_stray_block_only_left_out(tmp_path):
+    from dicom_writer import ramp, write_series
+    from pydicom.uid import generate_uid
+
+    # Three-plane scout: 3 sagittal, 3 coronal, 3 axial slices in one series.
+    scout = generate_uid(entropy_srcs=["scout3"])
+    planes = {"sag": ([0, 1, 0], [0, 0, -1]), "cor": ([1, 0, 0], [0, 0, -1]), "ax": ([1, 0, 0], [0, 1, 0])}
+    inst = 1
+    for k, (name, (row, col)) in enumerate(planes.items()):
+        write_series(tmp_path / "export" / "scout" / name, ramp(3, 8, 8, seed=k), origin=[-100, -100, 50],
+                     row_cosine=row, col_cosine=col, slice_step=10.0, series_uid=scout,
+                     instance_numbers=[inst, inst + 1, inst + 2], pixel_spacing=(2.0, 2.0))
+        inst += 3
+    # A tilted axial series with one stray coronal block of 12 slices (a thick slab, not a disc block).
+    ax = _disc_blocks(tmp_path / "export" / "ax", (10.0, 20.0), description="AX T2")
+    write_series(tmp_path / "export" / "ax" / "stray", ramp(12, 8, 8, seed=9), origin=[-60, -60, 0],
+                 row_cosine=[1, 0, 0], col_cosine=[0, 0, -1], slice_step=4.0, series_uid=ax,
+                 instance_numbers=list(range(100, 112)))
+    scan = scan_export(tmp_path / "export")
+    by = _by_uid(scan)
+    assert by[scout].series_type is None and by[scout].orientation == "mixed"
+    assert "localizer/scout (9 files in 3 orientations at right angles)" in by[scout].why
+    se = by[ax]
+    assert se.series_type == C.AX_T2, se.why
+    assert len(se.left_out) == 12 and "left out: coronal 0° ×12 (not axial)" in se.why
+    view = build_layout(scan, tmp_path / "view")
+    linked = list((view / "test_images").rglob(f"{se.series_id}/*.dcm"))
+    assert len(linked) == 10  # the two disc blocks; the coronal block stays out of the view

@@ -33,7 +33,7 @@ SMALL = {"n_rad_noise": 6, "n_cnn": 4}
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    """One CLI run: 4 trials (2 per backend), 2 folds, on 30 fake studies."""
+    """One CLI run: 4 trials (2 per backend), 2 folds, on 30 fake studies, with the feature-set ablations."""
     root = tmp_path_factory.mktemp("tune")
     table, labels = write_fake_workdir(root / "work", root / "data", N_STUDIES, seed=5, **SMALL)
     out = root / "model"
@@ -53,6 +53,9 @@ def tuned(tmp_path_factory):
             "2",
             "--seed",
             "1",
+            "--n-jobs",
+            "1",
+            "--ablations",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -88,8 +91,13 @@ def test_report_shows_ablations_calibration_and_beats_priors(tuned):
     assert (tuned["out"] / "plots" / "reliability_merged.png").stat().st_size > 1000
     assert (tuned["out"] / "optuna.db").is_file()
     assert "priors_only" in tuned["output"]
-    # Progress bar (not --quiet): trial number and best value so far.
-    assert "xgboost trial 2" in tuned["output"] and "best 0." in tuned["output"]
+    # Progress (not --quiet) on a non-terminal (CliRunner's capture): a plain line per trial with the trial
+    # number, the best value so far, elapsed and time left.
+    lines = [ln for ln in tuned["output"].splitlines() if "tune: trial " in ln]
+    assert len(lines) == 4, tuned["output"]
+    assert "tune: trial 4 of 4 (xgboost #2 " in lines[-1] and "best so far 0." in lines[-1]
+    assert all("elapsed " in ln and " left" in ln for ln in lines)
+    assert "tune: unbiased outer fold 2 of 2 scored" in tuned["output"]
     # Honest CV: the unbiased (outer-fold) score is the headline, beside the selection score.
     assert rep["score"] == rep["score_unbiased"]
     assert rep["score_selection"] == pytest.approx(abl["merged"]["after"]["score"])
@@ -110,7 +118,7 @@ def test_cli_rerun_with_same_study_name_resumes(tuned):
     shutil.copytree(tuned["out"], out)  # keep the fixture's bundle untouched for the other tests
     args = ["tune", "--features", str(root / "work"), "--data", str(root / "data"), "--out", str(out)]
     cfg = root / "tune2.yaml"
-    cfg.write_text("trials: 2\nfolds: 2\nseed: 1\n")  # --config file instead of the flags
+    cfg.write_text("trials: 2\nfolds: 2\nseed: 1\nn_jobs: 1\n")  # --config file instead of the flags
     res = CliRunner().invoke(app, [*args, "--config", str(cfg), "-q"])
     assert res.exit_code == 0, res.output
     assert "trial" not in res.output  # --quiet: no progress bar
@@ -119,7 +127,7 @@ def test_cli_rerun_with_same_study_name_resumes(tuned):
         rep["tuning"]["lightgbm"]["n_trials_total"] == 3 and rep["tuning"]["xgboost"]["n_trials_total"] == 3
     )
     # Same study, other folds: refused with a one-line error instead of mixing incomparable trials.
-    res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "3", "--seed", "1", "-q"])
+    res = CliRunner().invoke(app, [*args, "--trials", "2", "--folds", "3", "--seed", "1", "--n-jobs", "1", "-q"])
     assert res.exit_code == 2 and "new --study-name" in res.output
 
 
@@ -159,7 +167,7 @@ def test_study_resumes_and_refuses_other_data(tmp_path):
     grades = align_grades(table, labels)
     data = CVData(table, grades, assign_folds(table, grades, 2, 0))
     feats = feature_sets(table)["merged"]
-    opts = TuneConfig(study_name="s", max_rounds=20)
+    opts = TuneConfig(study_name="s", max_rounds=20, n_jobs=1)
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     first = [t.params for t in run_study("lightgbm", data, feats, "per_group", opts, 2, None, storage).trials]
     again = run_study("lightgbm", data, feats, "per_group", opts, 1, None, storage)
@@ -201,3 +209,31 @@ def test_input_errors_name_the_file(tmp_path):
         ["tune", "--features", str(tmp_path), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "m")],
     )
     assert res.exit_code == 2 and "features.parquet" in res.output
+
+
+def test_timeout_stops_the_search_and_writes_a_complete_bundle_without_ablations(tmp_path):
+    # --trials 1000 with --timeout 2: Optuna stops starting trials after ~2 s, the rest of tune runs, and the
+    # bundle is whole. Ablations are off by default: no ablation section, and the report says so.
+    write_fake_workdir(tmp_path / "work", tmp_path / "data", 20, seed=7, **SMALL)
+    out = tmp_path / "model"
+    res = CliRunner().invoke(app, ["tune", "--features", str(tmp_path / "work"), "--data", str(tmp_path / "data"),
+                                   "--out", str(out), "--trials", "1000", "--timeout", "2", "--folds", "2",
+                                   "--n-jobs", "1"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "cv_report.json").read_text())
+    assert rep["tuning_timeout_s"] == 2
+    n = {b: rep["tuning"][b]["n_trials_total"] for b in ("lightgbm", "xgboost")}
+    assert 1 <= n["lightgbm"] < 500 and n["xgboost"] < 500, n
+    assert rep["timings"]["tuning_s"] < 2 + 60  # the running trial finishes; no new one starts after the budget
+    assert "ablations" not in rep and "not run" in rep["ablations_note"] and "--ablations" in rep["ablations_note"]
+    assert {"priors_only", "merged", "merged_lightgbm", "merged_xgboost"} == set(rep["baselines"])
+    assert "ablations not run" in res.output
+    b = Bundle.load(out)  # complete: loads and predicts
+    table = pd.read_parquet(tmp_path / "work" / "features.parquet")
+    p = b.predict_proba(table)
+    assert np.allclose(p[["normal_mild", "moderate", "severe"]].sum(axis=1), 1)
+    assert rep["score"] < rep["priors_only_score"]
+    # The screen ran inside every model and the report shows what it kept.
+    assert 0 < rep["screen"]["n_features_used"] <= rep["n_features"]
+    assert set(rep["screen"]["models"]) == {"spinal", "foraminal", "subarticular"} or set(
+        rep["screen"]["models"]) == {"all"}

@@ -17,7 +17,12 @@ def register(app: typer.Typer) -> None:
                                           help="Phantom training studies (>= 6: 3 CV folds of 2)."),
         test_studies: int = typer.Option(20, "--test-studies", min=1),
         size: int = typer.Option(128, "--size", min=48, help="Phantom image size (px)."),
-        trials: int = typer.Option(8, "--trials", min=1, help="Optuna trials."),
+        trials: int = typer.Option(6, "--trials", min=1, help="Optuna trials."),
+        localizer_epochs: int = typer.Option(4, "--localizer-epochs", min=1,
+                                             help="Epochs of localizer training (fine-tuning unless --scratch)."),
+        scratch: bool = typer.Option(False, "--scratch",
+                                     help="Train the localizer from scratch instead of fine-tuning the shipped one "
+                                     "(give it ~20 --localizer-epochs)."),
         seed: int = typer.Option(0, "--seed"),
         workers: int | None = typer.Option(None, "--workers", help="Local processes (default: cores)."),
         reports: bool = typer.Option(True, "--reports/--no-reports", help="Render the per-study reports and viewer pages."),
@@ -30,6 +35,8 @@ def register(app: typer.Typer) -> None:
 
             summary = run_demo(out, DemoOptions(train_studies=train_studies, test_studies=test_studies,
                                                 size=size, trials=trials, seed=seed, workers=workers,
+                                                localizer_epochs=localizer_epochs,
+                                                localizer_init=None if scratch else "shipped",
                                                 reports=reports, quiet=quiet))
             typer.echo(format_summary(summary))
             typer.echo(f"artifacts in {out}")

@@ -58,7 +58,13 @@ def register(app: typer.Typer) -> None:
             None,
             "--timeout",
             min=1,
-            help="Seconds for the Optuna trials (mode choice, unbiased CV, ablations and final fit come on top).",
+            help="Seconds for the Optuna search (Optuna's timeout: the running trial finishes; mode choice, final "
+            "fit, unbiased CV and ablations come on top).",
+        ),
+        ablations: bool | None = typer.Option(
+            None, "--ablations/--no-ablations",
+            help="Also score each feature set alone (radiomics_only, cnn_only, …): one cross-validated refit each "
+            "(off by default).",
         ),
         storage: str | None = typer.Option(
             None, "--storage", help="Optuna storage URL (default sqlite:///MODELDIR/optuna.db)."
@@ -69,7 +75,9 @@ def register(app: typer.Typer) -> None:
         n_jobs: int | None = typer.Option(
             None, "--n-jobs", min=1, help="Threads per model (use 1 on a CPU shared with other jobs) [2]."
         ),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, warnings only."),
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="No progress (a bar on a terminal, a line per trial in a log), warnings only."
+        ),
     ) -> None:
         """Tune LightGBM + XGBoost graders with Optuna, blend, calibrate and write MODELDIR."""
         setup_logging(quiet=quiet)
@@ -89,6 +97,7 @@ def register(app: typer.Typer) -> None:
                 folds=folds,
                 seed=seed,
                 n_jobs=n_jobs,
+                ablations=ablations,
             )
             cfg = cfg.model_copy(update={"progress": not quiet})
             table, meta = load_features(features)
@@ -102,14 +111,18 @@ def register(app: typer.Typer) -> None:
                     f"warning: {features} has no features_config.json; `radspine predict` cannot use this bundle",
                     err=True,
                 )
+            scr = rep["screen"]
             typer.echo(
-                f"wrote {out}  (mode {rep['mode_selection']['winner']}, calibration {rep['calibration']['method']})"
+                f"wrote {out}  (mode {rep['mode_selection']['winner']}, calibration {rep['calibration']['method']}, "
+                f"{scr['n_features_used']} of {rep['n_features']} feature columns used after the screen)"
             )
             for g, e in rep["groups"].items():
                 if e["status"] != "modelled":
                     typer.echo(f"  {g}: priors only ({e['reason']})")
-            for name, e in rep["ablations"].items():
+            for name, e in rep.get("ablations", rep["baselines"]).items():
                 typer.echo(f"  {name:<20} CV {e['before']['score']:.4f} → {e['after']['score']:.4f} calibrated")
+            if "ablations_note" in rep:
+                typer.echo(f"  ({rep['ablations_note']})")
             ub = rep["score_unbiased"]
             typer.echo(
                 f"  score: selection {rep['score_selection']:.4f}"

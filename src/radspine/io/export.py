@@ -1,9 +1,11 @@
 """Plain DICOM exports (hospital PACS/CD dumps) → a Kaggle-layout view that every command can read.
 
 A hospital export has no CSVs, mixes series in folders, uses any file names and nests folders. We read
-headers only (:func:`scan_export`), group files by StudyInstanceUID / SeriesInstanceUID, type each series
-from its geometry and its vendor description (falling back on TR/TE/TI), and materialise a view
-(:func:`build_layout`)::
+headers only (:func:`scan_export`), group files by StudyInstanceUID / SeriesInstanceUID, split each series
+into its blocks of parallel slices and type every block relative to the spine (:func:`radspine.geometry.plane_of`:
+an axial block tilted up to 60° to follow L5/S1 is axial; a handful of slices in orthogonal planes is a
+scout), type the series' weighting from its vendor description (falling back on TR/TE/TI), and materialise a
+view (:func:`build_layout`) holding the blocks of the series' plane; a block left out is listed with why::
 
     <out>/<split>_images/<study_id>/<series_id>/<InstanceNumber>.dcm   (symlinks to the original files)
     <out>/<split>_series_descriptions.csv                              (typed series only)
@@ -43,7 +45,7 @@ SKIP = "skip"
 
 _TAGS = [
     "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SeriesNumber", "InstanceNumber",
-    "SeriesDescription", "ProtocolName", "ImageOrientationPatient", "ImageType", "Modality",
+    "SeriesDescription", "ProtocolName", "ImageOrientationPatient", "ImagePositionPatient", "ImageType", "Modality",
     "RepetitionTime", "EchoTime", "InversionTime", "ScanningSequence", "ContrastBolusAgent", "Rows",
 ]
 
@@ -59,6 +61,28 @@ _CONTRAST_RE = re.compile(r"\+c(?![a-z])|(?<![a-z])c\+|" + _B + r"(post|gad|gd|c
 _NONSTRUCT_RE = re.compile(_B + r"(dwi|diffusion|adc|trace|mip|myelo)(?![a-z])")
 _ORIENT_WORDS = {"sagittal": re.compile(_B + r"sag"), "axial": re.compile(_B + r"(ax|tra)"),
                  "coronal": re.compile(_B + r"cor")}
+
+# Slices whose normals differ by less than this belong to one block of parallel slices.
+PARALLEL_TOL_DEG = 2.0
+# A scout: blocks in planes at least this far apart, none of more than SCOUT_MAX_SLICES slices. Per-disc axial
+# blocks differ by their tilts (< 60°) and are never a scout.
+SCOUT_PLANE_ANGLE_DEG = 75.0
+SCOUT_MAX_SLICES = 7
+
+
+@dataclass
+class Block:
+    """One block of parallel slices of a series, typed relative to the spine."""
+
+    normal: np.ndarray
+    files: list[int]  # indices into the series' files
+    plane: str  # sagittal / axial / coronal
+    tilt_deg: float  # from that plane
+    slab_mm: float  # extent along the normal
+
+    def describe(self) -> str:
+        """``axial 55° ×5``."""
+        return f"{self.plane} {self.tilt_deg:.0f}° ×{len(self.files)}"
 
 
 @dataclass
@@ -79,6 +103,10 @@ class SeriesScan:
     ti: float | None = None
     contrast_agent: str = ""
     instance_numbers: list[int | None] = field(default_factory=list)  # parallel to files
+    normals: list[np.ndarray | None] = field(default_factory=list)  # slice normal per file (None: no IOP)
+    positions: list[np.ndarray | None] = field(default_factory=list)  # ImagePositionPatient per file
+    blocks: list[Block] = field(default_factory=list)  # set by classify_series (files with geometry only)
+    left_out: list[int] = field(default_factory=list)  # file indices of blocks not in the series' plane
     study_id: int = 0
     series_id: int = 0
     orientation: str = "unknown"
@@ -91,12 +119,18 @@ class SeriesScan:
         """Number of (de-duplicated) image files."""
         return len(self.files)
 
+    def kept_files(self) -> list[int]:
+        """Indices of the files that go into the view (all but the left-out blocks)."""
+        out = set(self.left_out)
+        return [i for i in range(len(self.files)) if i not in out]
+
     def row(self) -> dict[str, Any]:
         """Flat dict for tables, JSON and ``export_series.csv``."""
         return {
             "study_id": self.study_id, "series_id": self.series_id, "files": self.n_files,
             "orientation": self.orientation, "series_type": self.series_type or "",
-            "why": self.why, "series_number": self.series_number, "description": self.description,
+            "why": self.why, "blocks": ", ".join(b.describe() for b in self.blocks),
+            "series_number": self.series_number, "description": self.description,
             "protocol": self.protocol, "tr": self.tr, "te": self.te, "ti": self.ti,
             "study_uid": self.study_uid, "series_uid": self.series_uid, "overridden": self.overridden,
         }
@@ -168,16 +202,34 @@ def _int(ds: Any, keyword: str) -> int | None:
     return int(f) if f is not None and float(f).is_integer() else None
 
 
-def _orientation_of(iop: Any) -> str:
-    """'sagittal' / 'coronal' / 'axial' from the slice normal's dominant patient axis; 'unknown' if absent."""
+def _normal_of(iop: Any) -> np.ndarray | None:
+    """Unit slice normal from ImageOrientationPatient; None when absent or degenerate."""
     try:
         v = np.asarray([float(x) for x in iop], dtype=np.float64)
     except (TypeError, ValueError):
-        return "unknown"
+        return None
     if v.shape != (6,) or not np.all(np.isfinite(v)):
-        return "unknown"
+        return None
     n = np.cross(v[:3], v[3:])
-    if np.linalg.norm(n) < 1e-6:
+    norm = np.linalg.norm(n)
+    return None if norm < 1e-6 else n / norm
+
+
+def _position_of(ipp: Any) -> np.ndarray | None:
+    try:
+        v = np.asarray([float(x) for x in ipp], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return v if v.shape == (3,) and np.all(np.isfinite(v)) else None
+
+
+def _orientation_of(iop: Any) -> str:
+    """'sagittal' / 'coronal' / 'axial' from the slice normal's dominant patient axis; 'unknown' if absent.
+
+    Per file, as a first tally; series with geometry are typed per block by :func:`split_blocks`.
+    """
+    n = _normal_of(iop)
+    if n is None:
         return "unknown"
     return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(n)))]
 
@@ -212,6 +264,8 @@ def _facts(ds: Any) -> dict[str, Any] | None:
         "sop": str(ds.get("SOPInstanceUID", "") or "").strip(),
         "instance": _int(ds, "InstanceNumber"),
         "orientation": _orientation_of(ds.get("ImageOrientationPatient")),
+        "normal": _normal_of(ds.get("ImageOrientationPatient")),
+        "position": _position_of(ds.get("ImagePositionPatient")),
         "series": {
             "study_uid": study_uid, "series_uid": series_uid, "series_number": _int(ds, "SeriesNumber"),
             "description": str(ds.get("SeriesDescription", "") or "").strip(),
@@ -264,13 +318,86 @@ def _weighting_from_timing(tr: float | None, te: float | None, ti: float | None)
     return None, f"TR {tr:g} / TE {te:g} ms (neither T1 nor T2 pattern)"
 
 
+def split_blocks(se: SeriesScan) -> list[Block]:
+    """The series' blocks of parallel slices (files with ImageOrientationPatient only), typed by
+    :func:`radspine.geometry.plane_of`.
+
+    Slices go to one block when their normals agree within :data:`PARALLEL_TOL_DEG` (either direction); a
+    block is cut where the spacing along the normal jumps (two discs' blocks at one tilt are two blocks).
+    """
+    from radspine.geometry import plane_of
+
+    cos_tol = float(np.cos(np.radians(PARALLEL_TOL_DEG)))
+    groups: list[tuple[np.ndarray, list[int]]] = []
+    for i, n in enumerate(se.normals):
+        if n is None:
+            continue
+        for ref, members in groups:
+            if abs(float(ref @ n)) >= cos_tol:
+                members.append(i)
+                break
+        else:
+            groups.append((n, [i]))
+    blocks: list[Block] = []
+    for ref, members in groups:
+        placed = [i for i in members if i < len(se.positions) and se.positions[i] is not None]
+        unplaced = [i for i in members if i not in set(placed)]
+        parts: list[list[int]] = [placed] if placed else []
+        if len(placed) >= 3:
+            order = sorted(placed, key=lambda i: float(se.positions[i] @ ref))
+            off = np.array([float(se.positions[i] @ ref) for i in order])
+            d = np.diff(off)
+            moving = d[d > 0.1]
+            step = float(np.median(moving)) if moving.size else 0.0
+            cuts = [k + 1 for k, v in enumerate(d) if step > 0 and v > 2.5 * step and v > 1.0]
+            parts = [list(p) for p in np.split(np.array(order), cuts)]
+        if unplaced:
+            if parts:
+                parts[0].extend(unplaced)
+            else:
+                parts = [unplaced]
+        for part in parts:
+            off = [float(se.positions[i] @ ref) for i in part if i < len(se.positions) and se.positions[i] is not None]
+            slab = float(np.ptp(off)) if len(off) > 1 else 0.0
+            plane, tilt = plane_of(ref, slab)
+            blocks.append(Block(normal=ref, files=[int(i) for i in part], plane=plane, tilt_deg=tilt, slab_mm=slab))
+    return blocks
+
+
+def _is_scout(blocks: list[Block]) -> bool:
+    """Small blocks in planes at right angles (a 2- or 3-plane localizer), as opposed to a series of tilted
+    per-disc blocks (never more than ~60° apart)."""
+    if len(blocks) < 2 or max(len(b.files) for b in blocks) > SCOUT_MAX_SLICES:
+        return False
+    cos_max = float(np.cos(np.radians(SCOUT_PLANE_ANGLE_DEG)))
+    return any(abs(float(a.normal @ b.normal)) <= cos_max for k, a in enumerate(blocks) for b in blocks[k + 1:])
+
+
+def _n_planes(blocks: list[Block]) -> int:
+    """Number of distinct dominant patient axes among the blocks' normals."""
+    return len({int(np.argmax(np.abs(b.normal))) for b in blocks})
+
+
 def classify_series(se: SeriesScan) -> None:
-    """Set ``orientation``, ``series_type`` and ``why`` on one series from its headers (in place)."""
+    """Set ``orientation``, ``series_type``, ``blocks``, ``left_out`` and ``why`` on one series (in place).
+
+    Series whose files carry ImageOrientationPatient are typed block by block (:func:`split_blocks`): the
+    series takes the plane (sagittal or axial) holding most of its files, and blocks in another plane are left
+    out of the view and named in ``why``. Series without geometry fall back on the per-file tally.
+    """
     text = " ".join(dict.fromkeys(t for t in (se.description, se.protocol) if t))
     shown = repr(text) if text else "no description"
-    counts = Counter({k: v for k, v in se.orientations.items() if k != "unknown"})
+    se.blocks = split_blocks(se) if any(n is not None for n in se.normals) else []
+    se.left_out = []
+    counts: Counter[str] = Counter()
+    if se.blocks:
+        for b in se.blocks:
+            counts[b.plane] += len(b.files)
+    else:
+        counts = Counter({k: v for k, v in se.orientations.items() if k != "unknown"})
     if counts:
-        se.orientation = counts.most_common(1)[0][0]
+        usable = [p for p in ("sagittal", "axial") if counts[p]]
+        se.orientation = max(usable, key=lambda p: counts[p]) if usable else counts.most_common(1)[0][0]
     else:
         words = [k for k, rx in _ORIENT_WORDS.items() if rx.search(text.lower())]
         se.orientation = words[0] if len(words) == 1 else "unknown"
@@ -283,13 +410,16 @@ def classify_series(se: SeriesScan) -> None:
         return skip(f"modality {se.modality}, not MR")
     if any(v.upper() == "LOCALIZER" for v in se.image_type):
         return skip("localizer/scout (ImageType LOCALIZER)")
-    if len(counts) >= 3:
+    if se.blocks and _is_scout(se.blocks):
+        se.orientation = "mixed"
+        return skip(f"localizer/scout ({se.n_files} files in {_n_planes(se.blocks)} orientations at right angles)")
+    if not se.blocks and len(counts) >= 3:
         se.orientation = "mixed"
         return skip(f"localizer/scout ({se.n_files} files in 3 orientations)")
     m = _LOCALIZER_RE.search(text.lower())
     if m and se.n_files <= 30:
         return skip(f"localizer/scout ({m.group(0)!r} in {shown})")
-    if len(counts) == 2 and se.n_files <= 10:
+    if not se.blocks and len(counts) == 2 and se.n_files <= 10:
         return skip(f"localizer/scout ({se.n_files} files in 2 orientations)")
     if se.n_files < MIN_SLICES:
         return skip(f"only {se.n_files} image file(s)")
@@ -297,12 +427,27 @@ def classify_series(se: SeriesScan) -> None:
     if m:
         return skip(f"not a structural T1/T2/STIR series ({m.group(0)!r} in {shown})")
     if se.orientation not in ("sagittal", "axial"):
-        return skip(f"{se.orientation} orientation" + (" (no ImageOrientationPatient)"
-                                                       if se.orientation == "unknown" else ""))
-    if len(counts) == 2:
-        other = [k for k in counts if k != se.orientation][0]
-        if counts[other] > 0.2 * se.n_files:
-            return skip(f"mixed orientations ({dict(counts)})")
+        detail = ", ".join(b.describe() for b in se.blocks)
+        return skip(f"{se.orientation} orientation" + (f" ({detail})" if detail else "")
+                    + (" (no ImageOrientationPatient)" if se.orientation == "unknown" else ""))
+    note = ""
+    if se.blocks:
+        mine = [b for b in se.blocks if b.plane == se.orientation]
+        other = [b for b in se.blocks if b.plane != se.orientation]
+        se.left_out = sorted(i for b in other for i in b.files)
+        if len(se.files) - len(se.left_out) < MIN_SLICES:
+            return skip(f"only {len(se.files) - len(se.left_out)} {se.orientation} image file(s) "
+                        f"({', '.join(b.describe() for b in se.blocks)})")
+        tilts = sorted({round(b.tilt_deg) for b in mine})
+        if len(mine) > 1 or tilts[-1] >= 10:
+            note = f"; {len(mine)} block{'s' if len(mine) > 1 else ''} tilted {'/'.join(f'{t}°' for t in tilts)}"
+        left = "; left out: " + ", ".join(f"{b.describe()} (not {se.orientation})" for b in other) if other else ""
+    else:
+        left = ""
+        if len(counts) == 2:
+            o = [k for k in counts if k != se.orientation][0]
+            if counts[o] > 0.2 * se.n_files:
+                return skip(f"mixed orientations ({dict(counts)})")
 
     weight, key = _weighting_from_text(text)
     if weight is not None:
@@ -319,8 +464,9 @@ def classify_series(se: SeriesScan) -> None:
     elif weight == "T2":
         se.series_type = C.AX_T2
     else:
+        se.left_out = []
         return skip(f"axial {weight} (radspine reads axial T2 only; {how})")
-    se.why = f"{plane} (ImageOrientationPatient) + {weight} ({how})"
+    se.why = f"{plane} (ImageOrientationPatient{note}) + {weight} ({how}){left}"
 
 
 # ---------------------------------------------------------------- ids
@@ -440,6 +586,8 @@ def scan_export(dicom_dir: str | Path, overrides: str | Path | pd.DataFrame | No
             se = series[key] = SeriesScan(files=[], **facts["series"])
         se.files.append(path)
         se.instance_numbers.append(facts["instance"])
+        se.normals.append(facts["normal"])
+        se.positions.append(facts["position"])
         se.orientations[facts["orientation"]] = se.orientations.get(facts["orientation"], 0) + 1
         scan.n_images += 1
     if not series:
@@ -536,16 +684,19 @@ def apply_overrides(scan: ExportScan, overrides: str | Path | pd.DataFrame) -> i
 
 
 def _instance_names(se: SeriesScan) -> list[tuple[str, Path]]:
-    """(file name, source) per file: ``<InstanceNumber>.dcm`` when those are unique, else ``<k>.dcm``.
+    """(file name, source) per file of the view (left-out blocks excluded): ``<InstanceNumber>.dcm`` when those
+    are unique, else ``<k>.dcm``.
 
     The readers fall back on the file stem only when InstanceNumber is absent, and points CSVs carry
     instance numbers, so keeping InstanceNumber as the name keeps both consistent.
     """
-    nums = se.instance_numbers
+    keep = se.kept_files()
+    nums = [se.instance_numbers[i] for i in keep]
+    files = [se.files[i] for i in keep]
     if all(n is not None and n >= 0 for n in nums) and len(set(nums)) == len(nums):
-        return [(f"{n}.dcm", f) for n, f in sorted(zip(nums, se.files), key=lambda t: t[0])]
-    order = sorted(range(len(se.files)), key=lambda k: (nums[k] if nums[k] is not None else 1 << 62, str(se.files[k])))
-    return [(f"{k + 1}.dcm", se.files[i]) for k, i in enumerate(order)]
+        return [(f"{n}.dcm", f) for n, f in sorted(zip(nums, files), key=lambda t: t[0])]
+    order = sorted(range(len(files)), key=lambda k: (nums[k] if nums[k] is not None else 1 << 62, str(files[k])))
+    return [(f"{k + 1}.dcm", files[i]) for k, i in enumerate(order)]
 
 
 def build_layout(scan: ExportScan, out_dir: str | Path, split: str = "test") -> Path:
@@ -623,6 +774,7 @@ def scan_to_dict(scan: ExportScan) -> dict[str, Any]:
 
 
 __all__ = [
-    "ExportScan", "SeriesScan", "StudyScan", "apply_overrides", "build_layout", "classify_series",
+    "Block", "ExportScan", "SeriesScan", "StudyScan", "apply_overrides", "build_layout", "classify_series",
+    "split_blocks",
     "read_overrides", "read_study_uids", "scan_export", "scan_to_dict", "stable_id",
 ]

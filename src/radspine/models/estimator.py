@@ -95,10 +95,13 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y, sample_weight=None, groups=None) -> GradeClassifier:
+    def fit(self, X, y, sample_weight=None, groups=None, callbacks=None) -> GradeClassifier:
         """Fit on ``X`` (n, f) with NaN allowed and class labels ``y``; returns self.
 
         ``groups`` (n,), e.g. study ids, keeps each group whole on one side of the early-stopping split.
+        ``callbacks``: extra training callbacks of the backend (LightGBM callables or XGBoost
+        ``TrainingCallback``), e.g. Optuna's pruning callbacks; they see the early-stopping validation set
+        (LightGBM ``valid_0``, XGBoost ``val``).
         """
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
@@ -118,10 +121,11 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
         val_idx = None
         if self.early_stopping_rounds:
             fit_idx, val_idx = self._early_stopping_split(y_enc, groups)
+        extra = list(callbacks or [])
         if self.backend == "lightgbm":
-            self._fit_lightgbm(X, y_enc, w, fit_idx, val_idx, k)
+            self._fit_lightgbm(X, y_enc, w, fit_idx, val_idx, k, extra)
         else:
-            self._fit_xgboost(X, y_enc, w, fit_idx, val_idx, k)
+            self._fit_xgboost(X, y_enc, w, fit_idx, val_idx, k, extra)
         return self
 
     def _early_stopping_split(self, y_enc: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +167,7 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
                 mult[i] = self.grade_weights[int(c)]
         return mult
 
-    def _fit_lightgbm(self, X, y, w, fit_idx, val_idx, k) -> None:
+    def _fit_lightgbm(self, X, y, w, fit_idx, val_idx, k, extra: list) -> None:
         import lightgbm as lgb
 
         params = {
@@ -192,12 +196,12 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
         valid_sets = []
         if val_idx is not None:
             valid_sets = [lgb.Dataset(X[val_idx], y[val_idx], weight=w[val_idx], reference=train)]
-            callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
+            callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False), *extra]
         booster = lgb.train(params, train, self.n_estimators, valid_sets=valid_sets, callbacks=callbacks)
         self.booster_ = booster
         self.best_iteration_ = int(booster.best_iteration or booster.current_iteration())
 
-    def _fit_xgboost(self, X, y, w, fit_idx, val_idx, k) -> None:
+    def _fit_xgboost(self, X, y, w, fit_idx, val_idx, k, extra: list) -> None:
         import xgboost as xgb
 
         params = {
@@ -223,11 +227,14 @@ class GradeClassifier(ClassifierMixin, BaseEstimator):
         dtrain = xgb.DMatrix(X[fit_idx], label=y[fit_idx], weight=w[fit_idx], nthread=self.n_jobs)
         evals = []
         es = None
+        callbacks = None
         if val_idx is not None:
             evals = [(xgb.DMatrix(X[val_idx], label=y[val_idx], weight=w[val_idx], nthread=self.n_jobs), "val")]
             es = self.early_stopping_rounds
+            callbacks = extra or None
         booster = xgb.train(
-            params, dtrain, self.n_estimators, evals=evals, early_stopping_rounds=es, verbose_eval=False
+            params, dtrain, self.n_estimators, evals=evals, early_stopping_rounds=es, verbose_eval=False,
+            callbacks=callbacks,
         )
         self.booster_ = booster
         best = getattr(booster, "best_iteration", None) if es else None
@@ -337,28 +344,54 @@ class TableGrader(BaseEstimator):
         base: an unfitted :class:`GradeClassifier` (cloned per model; None → default GradeClassifier).
         features: feature columns used (derived level/side codes are added).
         mode: "per_group" or "pooled".
+        screen: an unfitted :class:`radspine.models.screen.ColumnScreen` fitted per model on that model's
+            training rows only (None: every feature column goes to the model).
 
     Learned: ``models_`` (model key → fitted GradeClassifier; keys are groups, or "all" when pooled),
-    ``features_`` (the feature list as fitted).
+    ``features_`` (the feature list as fitted), ``columns_`` (model key → indices of the design columns the
+    model was fitted on; absent in bundles written before the screen = all columns), ``screens_`` (model key →
+    fitted ColumnScreen, when screening).
     """
 
     # Floor for a grade absent from a model's training rows (tiny folds), so log loss stays finite.
     MISSING_CLASS_PROB = 1e-3
 
-    def __init__(self, base: GradeClassifier | None = None, features: Sequence[str] = (), mode: str = "per_group") -> None:
+    def __init__(
+        self,
+        base: GradeClassifier | None = None,
+        features: Sequence[str] = (),
+        mode: str = "per_group",
+        screen=None,
+    ) -> None:
         self.base = base
         self.features = features
         self.mode = mode
+        self.screen = screen
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("screen", None)  # bundles written before the column screen
+        super().__setstate__(state)
 
     def _keys(self, table: pd.DataFrame) -> np.ndarray:
         return table["group"].to_numpy() if self.mode == "per_group" else np.full(len(table), "all")
 
-    def fit(self, table: pd.DataFrame, grades: np.ndarray) -> TableGrader:
+    def model_keys(self, table: pd.DataFrame, grades: np.ndarray) -> list[str]:
+        """The model keys :meth:`fit` fits on these rows, in fitting order (groups with a labelled row)."""
+        keys = self._keys(table)
+        lab = ~np.isnan(np.asarray(grades, dtype=float))
+        return [str(k) for k in np.unique(keys) if (lab & (keys == k)).any()]
+
+    def fit(self, table: pd.DataFrame, grades: np.ndarray, callbacks=None) -> TableGrader:
         """Fit on rows with a non-NaN grade; returns self. Early stopping holds out whole studies.
+
+        ``callbacks``: optional ``callbacks(slot, backend, n_classes) -> list`` giving the training callbacks
+        of the ``slot``-th model fitted (in :meth:`model_keys` order), e.g. Optuna pruning callbacks.
 
         Raises:
             ValueError: unknown mode, no features, a missing column, or ``grades`` of the wrong length.
         """
+        from radspine.models.screen import fit_screen
+
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         features = list(self.features)
@@ -373,15 +406,38 @@ class TableGrader(BaseEstimator):
         base = self.base if self.base is not None else GradeClassifier()
         keys = self._keys(table)
         X = design_matrix(table, features, self.mode)
+        n_feat = len(features)
+        derived = np.arange(n_feat, X.shape[1])
         studies = table["study_id"].to_numpy()
         self.features_ = features
         self.models_: dict[str, GradeClassifier] = {}
-        for key in np.unique(keys):
+        self.columns_: dict[str, np.ndarray] = {}
+        self.screens_: dict = {}
+        for slot, key in enumerate(self.model_keys(table, grades)):
             m = (keys == key) & ~np.isnan(grades)
-            if m.sum() == 0:
-                continue
-            self.models_[str(key)] = clone(base).fit(X[m], grades[m].astype(int), groups=studies[m])
+            y = grades[m].astype(int)
+            cols = np.arange(X.shape[1])
+            if self.screen is not None:
+                # Screened on this model's training rows only; the level/side (group) codes always stay.
+                scr = fit_screen(clone(self.screen), X[m][:, :n_feat], y)
+                self.screens_[key] = scr
+                cols = np.concatenate([np.flatnonzero(scr.keep_), derived])
+            extra = callbacks(slot, base.backend, len(np.unique(y))) if callbacks is not None else None
+            self.columns_[key] = cols
+            self.models_[key] = clone(base).fit(X[m][:, cols], y, groups=studies[m], callbacks=extra)
         return self
+
+    def _cols(self, key: str, width: int) -> np.ndarray:
+        cols = getattr(self, "columns_", {}).get(key)  # bundles saved before the screen: every column
+        return np.arange(width) if cols is None else cols
+
+    @property
+    def used_features_(self) -> list[str]:
+        """Feature columns at least one model uses (all of ``features_`` without a screen)."""
+        check_is_fitted(self, "models_")
+        n = len(self.features_)
+        used = sorted({int(i) for k in self.models_ for i in self._cols(k, n) if i < n})
+        return [self.features_[i] for i in used]
 
     def predict_proba(self, table: pd.DataFrame) -> np.ndarray:
         """(n, 3) grade probabilities; rows of a group with no model get uniform probabilities."""
@@ -394,27 +450,40 @@ class TableGrader(BaseEstimator):
             if not m.any():
                 continue
             p = np.full((int(m.sum()), 3), self.MISSING_CLASS_PROB)
-            p[:, model.classes_.astype(int)] = model.predict_proba(X[m])
+            p[:, model.classes_.astype(int)] = model.predict_proba(X[m][:, self._cols(key, X.shape[1])])
             out[m] = p / p.sum(axis=1, keepdims=True)
         return out
 
     def contributions(self, table: pd.DataFrame) -> np.ndarray:
-        """(n, 3, n_design + 1) raw-score contributions per grade (zeros for grades a model never saw)."""
+        """(n, 3, n_design + 1) raw-score contributions per grade (zeros for grades a model never saw and for
+        columns the screen dropped)."""
         check_is_fitted(self, "models_")
         keys = self._keys(table)
         X = design_matrix(table, self.features_, self.mode)
-        out = np.zeros((len(table), 3, X.shape[1] + 1))
+        width = X.shape[1]
+        out = np.zeros((len(table), 3, width + 1))
         for key, model in self.models_.items():
             m = keys == key
             if m.any() and model.booster_ is not None:
-                out[np.ix_(m, model.classes_.astype(int))] = model.contributions(X[m])
+                cols = self._cols(key, width)
+                c = model.contributions(X[m][:, cols])  # (n_m, k, len(cols) + 1), bias last
+                full = np.zeros((c.shape[0], c.shape[1], width + 1))
+                full[:, :, cols] = c[:, :, :-1]
+                full[:, :, width] = c[:, :, -1]
+                out[np.ix_(m, model.classes_.astype(int))] = full
         return out
 
     def importance(self) -> dict[str, dict[str, float]]:
-        """Gain importance per model key (group or "all"), by design column name."""
+        """Gain importance per model key (group or "all"), by design column name (columns a model uses)."""
         check_is_fitted(self, "models_")
         names = design_names(self.features_, self.mode)
         return {
-            key: dict(zip(names, map(float, model.feature_importance_gain()), strict=True))
+            key: dict(zip([names[i] for i in self._cols(key, len(names))], map(float, model.feature_importance_gain()),
+                          strict=True))
             for key, model in self.models_.items()
         }
+
+    def screen_report(self) -> dict[str, dict]:
+        """Per model key: what the screen kept and dropped (:meth:`ColumnScreen.report`); {} without a screen."""
+        check_is_fitted(self, "models_")
+        return {k: s.report(list(self.features_)) for k, s in getattr(self, "screens_", {}).items()}

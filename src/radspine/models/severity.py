@@ -133,16 +133,22 @@ def oof_predict(
     grades: np.ndarray,
     folds: np.ndarray,
     on_fold: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    fit_callbacks: Callable[[int, int, str, int], list] | None = None,
 ) -> np.ndarray:
     """Out-of-fold (n, 3) probabilities of clones of ``grader``; ``on_fold(i, oof_so_far, done_mask)``
-    runs after each fold (Optuna pruning)."""
+    runs after each fold (Optuna pruning); ``fit_callbacks(i, slot, backend, n_classes)`` gives the
+    training callbacks of each booster of fold ``i`` (Optuna's in-training pruning)."""
     oof = np.full((len(table), 3), np.nan)
     done = np.zeros(len(table), bool)
     labeled = ~np.isnan(grades)
     for i, k in enumerate(np.unique(folds)):
         te = folds == k
         tr = ~te & labeled
-        oof[te] = clone(grader).fit(table[tr], grades[tr]).predict_proba(table[te])
+        cb = None
+        if fit_callbacks is not None:
+            def cb(slot: int, backend: str, n_classes: int, _i: int = i) -> list:
+                return fit_callbacks(_i, slot, backend, n_classes)
+        oof[te] = clone(grader).fit(table[tr], grades[tr], callbacks=cb).predict_proba(table[te])
         done |= te
         if on_fold is not None:
             on_fold(i, oof, done)
@@ -190,9 +196,19 @@ class SeverityModel:
         self.seed = seed
 
     # ------------------------------------------------------------------ fit
-    def fit(self, table: pd.DataFrame, grades: np.ndarray, folds: np.ndarray | None = None) -> SeverityModel:
+    def fit(
+        self,
+        table: pd.DataFrame,
+        grades: np.ndarray,
+        folds: np.ndarray | None = None,
+        oof_by_backend: Mapping[str, np.ndarray] | None = None,
+    ) -> SeverityModel:
         """Fit on ``table`` rows with grades (float, NaN unlabeled); ``folds`` (n,) are needed whenever the
         blend weights or the calibration are learned (study-grouped CV folds). Returns self.
+
+        ``oof_by_backend``: out-of-fold predictions of these very graders on these folds and grades, when
+        the caller already has them (tuning computed them for its best trial); backends missing from it
+        are computed.
 
         Raises:
             ValueError: no graders / unknown backend or method, shapes differ, folds missing, or no
@@ -221,8 +237,9 @@ class SeverityModel:
             if folds is None or len(np.unique(np.asarray(folds)[lab])) < 2:
                 raise ValueError("learning blend weights or calibration needs folds with >= 2 labeled folds")
             folds = np.asarray(folds)
+            given = dict(oof_by_backend or {})
             self.oof_by_backend_ = {
-                b: oof_predict(g, table, g_fit, folds) for b, g in self.graders.items()
+                b: given[b] if b in given else oof_predict(g, table, g_fit, folds) for b, g in self.graders.items()
             }
         if self.blend_weights is not None:
             self.blend_weights_ = {g: float(self.blend_weights.get(g, 0.5)) for g in GROUPS}

@@ -2,10 +2,17 @@
 
 Pipeline: features + long labels → label coverage per condition group (groups without enough labelled
 studies get priors only) → study-grouped, grade-stratified folds (the table's ``cv_fold`` when present) →
-CV decision per-group vs pooled (default LightGBM params) → one Optuna TPE study per backend (objective =
-competition metric on OOF predictions, pruned per fold) → :class:`~radspine.models.severity.SeverityModel`
-fit: blend weights per group and calibration chosen on OOF, graders refitted on all labelled rows →
-unbiased outer-fold score → ablations → model bundle.
+CV decision per-group vs pooled (default LightGBM params; skipped with one modelled group, where they are
+the same model) → one Optuna TPE study per backend (objective = competition metric on OOF predictions;
+bad trials pruned inside the boosting rounds and after each fold, :mod:`radspine.models.pruning`; a
+``timeout`` next to the trial count) → :class:`~radspine.models.severity.SeverityModel` fit: blend weights
+per group and calibration chosen on OOF (the best trials' own OOF predictions, not recomputed), graders
+refitted on all labelled rows → unbiased outer-fold score → baselines (priors, each backend) and, on
+request, the feature-set ablations → model bundle.
+
+Every grader screens its columns on its own training rows (:mod:`radspine.models.screen`: constant,
+duplicate and near-duplicate columns, then a quick importance screen), so inside a CV loop the screen never
+sees the held-out fold, and the screened columns are part of what the unbiased score measures.
 
 Two scores land in ``cv_report.json``:
 
@@ -26,7 +33,6 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -82,13 +88,30 @@ def _default_space() -> dict[str, dict[str, ParamSpec]]:
     }
 
 
+class ScreenConfig(BaseModel):
+    """The column screen fitted inside every grader on its training rows (:mod:`radspine.models.screen`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    near_duplicate: float | None = Field(0.98, gt=0, le=1)  # |Spearman r| that makes a column a near-duplicate
+    max_features: int | None = Field(200, ge=1)  # importance screen: top columns by quick-fit gain (null: off)
+    importance_rounds: int = Field(30, ge=1)
+    corr_rows: int = Field(3000, ge=10)
+
+
+# The feature-set ablations tune can run (see feature_sets); `ablations: true` runs every one the table has.
+ABLATION_SETS: tuple[str, ...] = (
+    "radiomics_only", "cnn_only", "morphometry_only", "shape_radiomics_only", "without_narrowing",
+)
+
+
 class TuneConfig(BaseModel):
     """Settings of one tuning run: ``configs/tune.yaml`` (same defaults) with CLI flags on top."""
 
     model_config = ConfigDict(extra="forbid")
 
     trials: int = Field(20, ge=0)  # total over the backends (LightGBM gets the odd one)
-    timeout: float | None = Field(None, gt=0)  # seconds for all Optuna trials together
+    timeout: float | None = Field(None, gt=0)  # seconds for all Optuna trials together (Optuna's own timeout)
     storage: str | None = None  # Optuna storage URL; default sqlite:///MODELDIR/optuna.db
     study_name: str = "radspine"
     folds: int = Field(3, ge=2)
@@ -97,7 +120,11 @@ class TuneConfig(BaseModel):
     backends: tuple[str, ...] = BACKENDS
     max_rounds: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(20, ge=1)
-    ablations: bool = True
+    ablations: bool | tuple[str, ...] = False  # True: every feature-set ablation; a list: those sets
+    screen: ScreenConfig = Field(default_factory=ScreenConfig)
+    prune_in_training: bool = True  # Optuna's LightGBM/XGBoost pruning callbacks on the boosting rounds
+    prune_report_every: int = Field(25, ge=1)  # rounds between two pruning reports (each is a storage write)
+    pruner_warmup_rounds: int = Field(30, ge=0)  # rounds of each booster before it may be pruned
     plots: bool = True
     progress: bool = False
     unbiased: bool = True
@@ -105,7 +132,7 @@ class TuneConfig(BaseModel):
     blend_step: float = Field(0.05, gt=0, le=1)
     calibration_methods: tuple[str, ...] = METHODS
     sampler_startup_trials: int = Field(5, ge=0)
-    pruner_startup_trials: int = Field(5, ge=0)
+    pruner_startup_trials: int = Field(4, ge=0)  # complete trials of a backend before pruning starts
     min_labelled_studies: int | None = Field(None, ge=1)
     search_space: dict[str, dict[str, ParamSpec]] = Field(default_factory=_default_space)
 
@@ -116,6 +143,16 @@ class TuneConfig(BaseModel):
         if bad or not v:
             raise ValueError(f"backends must be a non-empty subset of {BACKENDS}, got {list(v)}")
         return tuple(b for b in BACKENDS if b in v)  # fixed order: trial split and blend are order-free
+
+    @field_validator("ablations")
+    @classmethod
+    def _ablations(cls, v: bool | tuple[str, ...]) -> bool | tuple[str, ...]:
+        if isinstance(v, bool):
+            return v
+        bad = [a for a in v if a not in ABLATION_SETS]
+        if bad:
+            raise ValueError(f"ablations: unknown sets {bad}; known {list(ABLATION_SETS)}")
+        return tuple(v)
 
     @field_validator("calibration_methods")
     @classmethod
@@ -342,9 +379,21 @@ def base_estimator(backend: str, params: dict, cfg: TuneConfig) -> GradeClassifi
     return est.set_params(**params)
 
 
+def column_screen(cfg: TuneConfig):
+    """The unfitted :class:`~radspine.models.screen.ColumnScreen` of the config (None when disabled)."""
+    from radspine.models.screen import ColumnScreen
+
+    sc = cfg.screen
+    if not sc.enabled:
+        return None
+    return ColumnScreen(near_duplicate=sc.near_duplicate, max_features=sc.max_features,
+                        importance_rounds=sc.importance_rounds, corr_rows=sc.corr_rows,
+                        random_state=cfg.seed, n_jobs=cfg.n_jobs)  # fmt: skip
+
+
 def grader(backend: str, params: dict, features: list[str], mode: str, cfg: TuneConfig) -> TableGrader:
-    """An unfitted TableGrader of ``backend`` with ``params``."""
-    return TableGrader(base_estimator(backend, params, cfg), features, mode)
+    """An unfitted TableGrader of ``backend`` with ``params`` (and the config's column screen)."""
+    return TableGrader(base_estimator(backend, params, cfg), features, mode, screen=column_screen(cfg))
 
 
 def search_space(trial, backend: str, cfg: TuneConfig | None = None) -> dict:
@@ -366,29 +415,78 @@ def _fingerprint(data: CVData, features: list[str], cfg: TuneConfig) -> str:
     h.update(pd.util.hash_pandas_object(data.table["row_id"], index=False).values.tobytes())
     h.update(np.nan_to_num(data.grades, nan=-1).tobytes())
     h.update(data.folds.tobytes())
-    h.update(json.dumps([features, cfg.max_rounds, cfg.early_stopping_rounds, cfg.seed]).encode())
+    h.update(json.dumps([features, cfg.max_rounds, cfg.early_stopping_rounds, cfg.seed,
+                         cfg.screen.model_dump()]).encode())
     return h.hexdigest()[:16]
 
 
-@contextmanager
-def _progress(enabled: bool):
-    """A rich progress bar on stderr (or None when disabled)."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class TrialProgress:
+    """Progress of the Optuna search: a rich bar on a terminal, else one plain log line per trial
+    (trial k of n, its result, best so far, elapsed, time left), so a redirected log shows the search."""
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("best {task.fields[best]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    ) as bar:
-        yield bar
+    def __init__(self, enabled: bool, total: int, timeout: float | None = None):
+        from radspine.progress import stderr_is_terminal
+
+        self.style = None if not enabled or total <= 0 else ("bar" if stderr_is_terminal() else "lines")
+        self.total = total
+        self.timeout = timeout
+        self.n = 0
+        self.best: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> TrialProgress:
+        self.t0 = time.perf_counter()
+        if self.style == "bar":
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("best {task.fields[best]}"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("trials", total=self.total, best="-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def time_left(self) -> float:
+        """Seconds the search still needs: the mean trial time so far × trials left, capped by the timeout."""
+        el = time.perf_counter() - self.t0
+        left = el / self.n * (self.total - self.n) if self.n else float("nan")
+        if self.timeout is not None:
+            left = min(left, max(0.0, self.timeout - el)) if left == left else max(0.0, self.timeout - el)
+        return left
+
+    def trial_done(self, backend: str, study, trial) -> None:
+        """Record one finished trial of ``backend``'s study and show it."""
+        from radspine.progress import format_seconds
+
+        self.n += 1
+        try:
+            self.best[backend] = study.best_value
+        except ValueError:  # no complete trial yet
+            pass
+        if self.style is None:
+            return
+        best = min(self.best.items(), key=lambda kv: kv[1]) if self.best else None
+        best_s = f"{best[1]:.4f} ({best[0]})" if best else "-"
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, best=best_s, description=f"{backend} trial {trial.number + 1}")
+            return
+        state = trial.state.name.lower()
+        value = f" {trial.value:.4f}" if state == "complete" and trial.value is not None else ""
+        left = self.time_left()
+        log.info(
+            "tune: trial %d of %d (%s #%d %s%s), best so far %s, elapsed %s, %s left",
+            self.n, self.total, backend, trial.number + 1, state, value, best_s,
+            format_seconds(time.perf_counter() - self.t0), "?" if left != left else f"~{format_seconds(left)}",
+        )
 
 
 def run_study(
@@ -400,13 +498,20 @@ def run_study(
     n_trials: int,
     timeout: float | None,
     storage: str,
-    progress=None,
+    progress: TrialProgress | None = None,
+    best_oof: dict | None = None,
 ):
     """Create or resume the Optuna study ``<study_name>-<backend>`` and run ``n_trials`` more trials.
 
-    ``progress``: a rich Progress to advance after each trial (trial number, best value, time left).
+    Bad trials are pruned inside the boosting rounds (Optuna's LightGBM/XGBoost pruning callbacks, when
+    ``cfg.prune_in_training``) and after each CV fold (:class:`radspine.models.pruning.SlotMedianPruner`).
+    ``timeout``: Optuna's own (no trial starts after it; the running one finishes).
+    ``progress``: told after each trial. ``best_oof``: filled with ``{"number", "value", "oof"}`` of the best
+    trial this call ran, so the final fit does not recompute its out-of-fold predictions.
     """
     import optuna
+
+    from radspine.models.pruning import SlotMedianPruner, fit_callbacks, fold_step
 
     name = f"{cfg.study_name}-{backend}"
     fp = _fingerprint(data, features, cfg)
@@ -421,7 +526,9 @@ def run_study(
     sampler = optuna.samplers.TPESampler(
         seed=cfg.seed + len(probe.trials), n_startup_trials=cfg.sampler_startup_trials
     )
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials, n_warmup_steps=0)
+    stride = cfg.max_rounds + 1
+    pruner = SlotMedianPruner(stride, n_startup_trials=cfg.pruner_startup_trials,
+                              n_warmup_steps=cfg.pruner_warmup_rounds)  # fmt: skip
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     study.set_user_attr("fingerprint", fp)
     study.set_user_attr("mode", mode)
@@ -431,37 +538,47 @@ def run_study(
         params = search_space(trial, backend, cfg)
 
         def report(i: int, oof: np.ndarray, done: np.ndarray) -> None:
-            trial.report(data.score(oof, done).score, step=i)
+            trial.report(data.score(oof, done).score, step=fold_step(i))
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        oof = oof_predict(grader(backend, params, features, mode, cfg), data.table, data.grades, data.folds, report)
+        cbs = fit_callbacks(trial, stride, cfg.prune_report_every) if cfg.prune_in_training else None
+        g = grader(backend, params, features, mode, cfg)
+        oof = oof_predict(g, data.table, data.grades, data.folds, report, fit_callbacks=cbs)
         res = data.score(oof)
         for t, v in res.terms().items():
             trial.set_user_attr(t, v)
+        if best_oof is not None and res.score < best_oof.get("value", np.inf):
+            best_oof.update(number=trial.number, value=res.score, oof=oof)
         return res.score
 
-    callbacks = []
-    if progress is not None and n_trials > 0:
-        task = progress.add_task(f"{backend} trials", total=n_trials, best="-")
-
-        def advance(study, trial) -> None:
-            try:
-                best = f"{study.best_value:.4f}"
-            except ValueError:  # no complete trial yet
-                best = "-"
-            progress.update(task, advance=1, best=best, description=f"{backend} trial {trial.number + 1}")
-
-        callbacks.append(advance)
-    if n_trials > 0:
+    callbacks = [lambda st, tr: progress.trial_done(backend, st, tr)] if progress is not None else []
+    if n_trials > 0 and (timeout is None or timeout > 0):
         study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False, callbacks=callbacks)
     return study
 
 
+def n_modelled_groups(data: CVData) -> int:
+    """Condition groups with a labelled row (the graders' groups)."""
+    return len(np.unique(data.groups[data.labeled]))
+
+
+# The pooled-vs-per-group comparison: GradeClassifier's default LightGBM params at a learning rate of 0.1, so
+# it costs half the boosting rounds of the defaults' 0.05 (it runs once, and again in every outer fold).
+MODE_PARAMS: dict = {"learning_rate": 0.1}
+
+
 def select_mode(data: CVData, features: list[str], cfg: TuneConfig) -> tuple[str, dict[str, MetricResult]]:
-    """Pooled vs per-group by OOF metric with default LightGBM params (ties → per_group)."""
+    """Pooled vs per-group by OOF metric with default LightGBM params (:data:`MODE_PARAMS`; ties → per_group).
+
+    With one modelled group the two are the same model (pooled only adds the condition code, which within
+    one group is the side code the design already has), so nothing is fitted: ``per_group``, no scores.
+    """
+    if n_modelled_groups(data) < 2:
+        return "per_group", {}
     scores = {
-        mode: data.score(oof_predict(grader("lightgbm", {}, features, mode, cfg), data.table, data.grades, data.folds))
+        mode: data.score(oof_predict(grader("lightgbm", MODE_PARAMS, features, mode, cfg), data.table, data.grades,
+                                     data.folds))
         for mode in MODES
     }
     return min(scores, key=lambda m: scores[m].score), scores
@@ -476,8 +593,12 @@ def fit_composite(
     best_params: dict[str, dict],
     cfg: TuneConfig,
     groups: list[str],
+    oof_by_backend: dict[str, np.ndarray] | None = None,
 ) -> SeverityModel:
-    """The SeverityModel of the final pipeline fitted on ``table`` (blend + calibration learned on OOF)."""
+    """The SeverityModel of the final pipeline fitted on ``table`` (blend + calibration learned on OOF).
+
+    ``oof_by_backend``: the graders' OOF predictions when already computed (the best Optuna trials').
+    """
     graders = {b: grader(b, best_params[b], features, mode, cfg) for b in cfg.backends}
     model = SeverityModel(
         graders,
@@ -487,7 +608,7 @@ def fit_composite(
         blend_step=cfg.blend_step,
         seed=cfg.seed,
     )
-    return model.fit(table, grades_all, folds)
+    return model.fit(table, grades_all, folds, oof_by_backend=oof_by_backend)
 
 
 def unbiased_cv(
@@ -509,7 +630,9 @@ def unbiased_cv(
     pred = np.full((len(data.table), 3), np.nan)
     raw = np.full((len(data.table), 3), np.nan)
     per_fold = []
-    for k in np.unique(data.folds):
+    outer = np.unique(data.folds)
+    for i, k in enumerate(outer):
+        t0 = time.perf_counter()
         te, tr = data.folds == k, data.folds != k
         sub = data.table[tr].reset_index(drop=True)
         inner = data.folds[tr]
@@ -529,7 +652,17 @@ def unbiased_cv(
                 "score": data.score(pred, te).score,
             }
         )
+        log.info("tune: unbiased outer fold %d of %d scored %.4f (%.0f s)", i + 1, len(outer),
+                 per_fold[-1]["score"], time.perf_counter() - t0)  # fmt: skip
     return {"after": data.score(pred).as_dict(), "before": data.score(raw).as_dict(), "folds": per_fold}
+
+
+def ablation_names(cfg: TuneConfig, sets: dict[str, list[str]]) -> list[str]:
+    """The feature sets to ablate: none, all the table has (``True``), or the listed ones the table has."""
+    if cfg.ablations is False:
+        return []
+    want = ABLATION_SETS if cfg.ablations is True else cfg.ablations
+    return [n for n in want if n in sets]
 
 
 # -------------------------------------------------------------------------------------------- the run
@@ -592,36 +725,51 @@ def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: 
         "groups": coverage,
     }
     timings: dict[str, float] = {}
+    log.info("tune: %d labelled rows of %d studies, %d feature columns, %d folds, groups %s",
+             report["n_labeled_rows"], report["n_studies"], len(features), len(np.unique(folds)), ", ".join(groups))
 
     # 1. one model per group vs one pooled model, same default LightGBM params.
     t0 = time.perf_counter()
     mode, mode_scores = select_mode(data, features, cfg)
-    other = "pooled" if mode == "per_group" else "per_group"
-    report["mode_selection"] = {
-        "compared_with": "LightGBM default params, OOF metric",
-        **{m: r.as_dict() for m, r in mode_scores.items()},
-        "winner": mode,
-        "margin": mode_scores[other].score - mode_scores[mode].score,
-    }
+    if mode_scores:
+        other = "pooled" if mode == "per_group" else "per_group"
+        report["mode_selection"] = {
+            "compared_with": f"LightGBM default params with {MODE_PARAMS}, OOF metric",
+            **{m: r.as_dict() for m, r in mode_scores.items()},
+            "winner": mode,
+            "margin": mode_scores[other].score - mode_scores[mode].score,
+        }
+    else:
+        report["mode_selection"] = {"winner": mode, "margin": None,
+                                    "note": "one modelled group: pooled and per_group are the same model, not compared"}
     timings["mode_selection_s"] = time.perf_counter() - t0
-    log.info("mode: %s wins by %.4f", mode, report["mode_selection"]["margin"])
+    log.info("tune: mode %s (%s, %.0f s)", mode, "one group" if not mode_scores
+             else f"wins by {report['mode_selection']['margin']:.4f}", timings["mode_selection_s"])  # fmt: skip
 
-    # 2. Optuna per backend.
+    # 2. Optuna per backend; a --timeout is shared out by trial count, what one backend leaves goes on.
     t0 = time.perf_counter()
     backends = list(cfg.backends)
     n_per = {
         b: cfg.trials // len(backends) + (1 if i < cfg.trials % len(backends) else 0)
         for i, b in enumerate(backends)
     }
+    deadline = None if cfg.timeout is None else t0 + cfg.timeout
     best_params: dict[str, dict] = {}
+    best_oof: dict[str, np.ndarray] = {}
     report["tuning"] = {}
-    with _progress(cfg.progress) as bar:
-        for b in backends:
-            tb = None if cfg.timeout is None else cfg.timeout * n_per[b] / max(cfg.trials, 1)
-            study = run_study(b, data, features, mode, cfg, n_per[b], tb, storage, bar)
+    with TrialProgress(cfg.progress, cfg.trials, cfg.timeout) as progress:
+        for i, b in enumerate(backends):
+            tb = None
+            if deadline is not None:
+                still = sum(n_per[c] for c in backends[i:])
+                tb = max(0.0, deadline - time.perf_counter()) * n_per[b] / max(still, 1)
+            kept: dict = {}
+            study = run_study(b, data, features, mode, cfg, n_per[b], tb, storage, progress, kept)
             states = [t.state.name for t in study.trials]
             complete = [t for t in study.trials if t.state.name == "COMPLETE"]
             best_params[b] = dict(study.best_trial.params) if complete else {}
+            if complete and kept.get("number") == study.best_trial.number:
+                best_oof[b] = kept["oof"]
             report["tuning"][b] = {
                 "study_name": study.study_name,
                 "n_trials_total": len(study.trials),
@@ -630,11 +778,15 @@ def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: 
                 "best_value": study.best_value if complete else None,
                 "best_params": best_params[b],
             }
+            if not complete:
+                report["tuning"][b]["note"] = "no complete trial (timeout or all pruned): default parameters"
+    report["tuning_timeout_s"] = cfg.timeout
     timings["tuning_s"] = time.perf_counter() - t0
 
-    # 3. The composite model: OOF of the best params → blend → calibration; graders refitted on all rows.
+    # 3. The composite model: OOF of the best params (the best trials' own, when this run made them) → blend
+    #    → calibration; graders refitted on all rows.
     t0 = time.perf_counter()
-    model = fit_composite(table, grades_all, folds, features, mode, best_params, cfg, groups)
+    model = fit_composite(table, grades_all, folds, features, mode, best_params, cfg, groups, oof_by_backend=best_oof)
     oofs, merged, merged_cal = model.oof_by_backend_, model.oof_, model.oof_calibrated_
     calibrator, cal_scores = model.calibrator_, model.calibration_scores_
     report["blend"] = {
@@ -658,7 +810,15 @@ def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: 
         "loss, so predicted moderate/severe sit above observed frequencies by design",
         "temperatures": calibrator.temperatures(),
     }
+    first = model.graders_[backends[0]]
+    report["screen"] = {
+        "settings": cfg.screen.model_dump(),
+        "note": "fitted per model on its training rows only (inside every CV fold); counts of the final models",
+        "models": first.screen_report(),
+        "n_features_used": len(first.used_features_),
+    }
     timings["blend_calibration_s"] = time.perf_counter() - t0
+    log.info("tune: final graders fitted, calibration %s (%.0f s)", calibrator.method, timings["blend_calibration_s"])
 
     # 4. Unbiased score: the cheap choices re-made per outer fold without it.
     score_selection = cal_scores[calibrator.method].score
@@ -666,10 +826,11 @@ def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: 
         t0 = time.perf_counter()
         ub = unbiased_cv(data, grades_all, features, mode, best_params, cfg, groups)
         ub["re_selected_per_outer_fold"] = [
-            *(["mode (pooled vs per_group)"] if cfg.reselect_mode else []),
+            *(["mode (pooled vs per_group)"] if cfg.reselect_mode and mode_scores else []),
             "blend weights",
             "calibration method",
             "calibrator fit",
+            "column screen",
             "grader fit",
         ]
         ub["not_re_selected"] = ["Optuna hyper-parameters (one search on all folds)"]
@@ -679,9 +840,9 @@ def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: 
     else:
         score_unbiased = None
 
-    # 5. Ablations (tuned LightGBM params reused for the single-source sets: a fair, cheap comparison).
+    # 5. Baselines (priors, each backend alone) and, on request, the feature-set ablations (tuned LightGBM
+    #    params reused for the other sets: a fair, cheap comparison; each one a cross-validated refit).
     t0 = time.perf_counter()
-    abl: dict[str, dict] = {}
 
     def entry(p: np.ndarray, note: str = "") -> dict:
         _, res = select_calibration(
@@ -694,29 +855,36 @@ def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: 
             d["note"] = note
         return d
 
-    abl["priors_only"] = entry(oof_priors(data), "weighted class frequencies per condition × level")
-    abl["merged"] = {
+    base: dict[str, dict] = {}
+    base["priors_only"] = entry(oof_priors(data), "weighted class frequencies per condition × level")
+    base["merged"] = {
         "before": data.score(merged).as_dict(),
         "after": cal_scores[calibrator.method].as_dict(),
         "calibration": calibrator.method,
         "note": " + ".join(backends) + " blend (selection score: choices made on these OOF rows)",
     }
     for b in backends:
-        abl[f"merged_{b}"] = entry(oofs[b])
-    if cfg.ablations:
+        base[f"merged_{b}"] = entry(oofs[b])
+    report["baselines"] = base
+    names = ablation_names(cfg, sets)
+    if names:
+        abl = dict(base)
         ab = "lightgbm" if "lightgbm" in backends else backends[0]
-        for name, cols in sets.items():
-            if name == "merged":
-                continue
-            p = oof_predict(grader(ab, best_params[ab], cols, mode, cfg), data.table, data.grades, data.folds)
+        for k, name in enumerate(names):
+            p = oof_predict(grader(ab, best_params[ab], sets[name], mode, cfg), data.table, data.grades, data.folds)
             abl[name] = entry(p, f"{ab} with the merged set's tuned params")
-    report["ablations"] = abl
+            log.info("tune: ablation %d of %d, %s: %.4f", k + 1, len(names), name, abl[name]["after"]["score"])
+        report["ablations"] = abl
+    else:
+        report["ablations_note"] = (
+            "feature-set ablations not run (tune --ablations runs them: one cross-validated refit per set)"
+        )
     report["score_selection"] = score_selection
     report["score_unbiased"] = score_unbiased
     report["score"] = score_unbiased if score_unbiased is not None else score_selection
     report["selection_gap"] = None if score_unbiased is None else score_unbiased - score_selection
-    report["priors_only_score"] = abl["priors_only"]["before"]["score"]
-    timings["ablations_s"] = time.perf_counter() - t0
+    report["priors_only_score"] = base["priors_only"]["before"]["score"]
+    timings["baselines_ablations_s"] = time.perf_counter() - t0
 
     report["importance_gain"] = {
         b: {k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:25]) for k, v in m.importance().items()}
@@ -738,4 +906,6 @@ def _tune(table: pd.DataFrame, labels: pd.DataFrame, out_dir: str | Path, meta: 
     timings["total_s"] = time.perf_counter() - t_start
     report["timings"] = timings
     save_bundle(out, model=model, meta=meta, report=report)
+    log.info("tune: done in %.0f s, score %.4f (unbiased outer folds)" if score_unbiased is not None
+             else "tune: done in %.0f s, score %.4f (selection)", timings["total_s"], report["score"])  # fmt: skip
     return report
