@@ -29,6 +29,7 @@ from radspine.localize.train import (
     fit_heatmap_net,
     normalised_coordinates,
     resolve_truth,
+    sag_channels,
     study_samples,
 )
 from radspine.types import Volume
@@ -238,7 +239,7 @@ def test_training_is_deterministic():
     s1, a1 = study_samples(vols, truth, cfg, seed=5)
     s2, _ = study_samples(vols, truth, cfg, seed=5)
     assert np.array_equal(s1.x, s2.x) and np.array_equal(s1.peaks, s2.peaks, equal_nan=True)
-    nets = [fit_heatmap_net(s1, 10, 2, cfg, seed=1, epochs=2) for _ in range(2)]
+    nets = [fit_heatmap_net(s1, sag_channels(cfg), 2, cfg, seed=1, epochs=2) for _ in range(2)]
     for (k, v1), v2 in zip(nets[0].state_dict().items(), nets[1].state_dict().values(), strict=True):
         assert torch.equal(v1, v2), k
     assert isinstance(nets[0], HeatmapUNet) and isinstance(a1, Samples) and len(a1.x) == 10

@@ -65,8 +65,8 @@ def canal_only(tmp_path_factory):
     return _train("canal", tmp_path_factory.mktemp("canal"))
 
 
-def test_point_columns_are_detail_plus_confidence():
-    assert POINT_COLUMNS == (*DETAIL_COLUMNS, "confidence")
+def test_point_columns_are_detail_plus_both_confidences():
+    assert POINT_COLUMNS == (*DETAIL_COLUMNS, "confidence", "level_confidence")
 
 
 def test_canal_only_training_predicts_canal_and_flags_the_rest(canal_only):
