@@ -1008,9 +1008,8 @@ def render_reports(
     that draw the studies (:func:`radspine.parallel.map_items`; None = the cores): drawing the text of a
     figure takes seconds, so a demo's 20 reports are worth spreading.
     """
-    from radspine.parallel import map_items
-
     from radspine.io.dataset import Dataset
+    from radspine.parallel import map_items
 
     preds = load_predictions(predictions_dir)
     ds = Dataset.open(data_dir)
