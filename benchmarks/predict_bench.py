@@ -75,7 +75,7 @@ def main() -> None:
         run_demo(args.demo, DemoOptions())
     model = args.demo / "model"
 
-    from radspine.features.embeddings import CnnEmbedder
+    from radspine.features.embeddings import load_embedder
     from radspine.localize.infer import Localizer
     from radspine.models.bundle import Bundle, embedders_dir, localizer_dir
 
@@ -83,8 +83,8 @@ def main() -> None:
     Bundle.load(model)
     Localizer.load(localizer_dir(model))
     for fam in embedders_dir(model).iterdir():
-        if (fam / "embedder.json").is_file():
-            CnnEmbedder.load(fam)
+        if (fam / "embedder.json").is_file() or (fam / "ensemble.json").is_file():
+            load_embedder(fam)
     load_s = time.perf_counter() - t0
 
     out = {"workers": args.workers, "model_load_s": round(load_s, 2), "target_s_per_study": 2.0}

@@ -16,10 +16,10 @@ from radspine.features.embeddings import CnnEmbedder, EmbeddingConfig
 N_STUDIES, PER_STUDY = 6, 6
 
 
-def _cfg() -> FeaturesConfig:
+def _cfg(test_network: str = "all_data") -> FeaturesConfig:
     emb = EmbeddingConfig(backbone="resnet10t", backbone_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16},
                           pretrained="none", freeze_stages=0, image_size=16, epochs=1, batch_size=8,
-                          num_threads=1, device="cpu", pca_dims=3)
+                          num_threads=1, device="cpu", pca_dims=3, test_network=test_network)
     return FeaturesConfig(embeddings=emb, cnn_folds=3)
 
 
@@ -107,6 +107,32 @@ def test_fold_networks_never_saw_a_study_of_their_held_out_fold(monkeypatch, tmp
     want = alive[0].transform(x)
     assert np.allclose(test_table[[f"cnn_{i}" for i in range(6)]].to_numpy(), want, atol=1e-6)
     assert test_info["weights"]["foraminal"] == {"name": "none"}
+
+
+def test_fold_ensemble_stage_trains_three_networks_and_embeds_test_rows_with_their_mean(monkeypatch, tmp_path) -> None:
+    x, ids, base, grades = _table()
+    _patch_source(monkeypatch, x, ids)
+    fitted: list[int] = []
+    real_fit = CnnEmbedder.fit
+
+    def spy_fit(self, xs, *a, **k):
+        fitted.append(xs.shape[0])
+        return real_fit(self, xs, *a, **k)
+
+    monkeypatch.setattr(CnnEmbedder, "fit", spy_fit)
+    out = tmp_path / "train"
+    table, info = stage.add_cnn_columns(base, {}, tmp_path, _cfg("fold_ensemble"), "train", grades, out,
+                                        out / "embedders")
+    assert fitted == [24, 24, 24]  # the three fold networks (two of the three cv_folds each), no all-data one
+    assert info["trained"] == ["foraminal"] and (out / "embedders" / "foraminal" / "ensemble.json").is_file()
+    cols = [f"cnn_{i}" for i in range(6)]
+    assert np.isfinite(table[cols].to_numpy()).all()
+    test_table, _ = stage.add_cnn_columns(base.drop(columns="cv_fold"), {}, tmp_path, _cfg("fold_ensemble"), "test",
+                                          None, tmp_path / "test", out / "embedders")
+    ens = E.load_embedder(out / "embedders" / "foraminal")
+    probs = np.mean([m.predict_proba(x) for m in ens.members], axis=0)
+    assert np.allclose(test_table[cols[:3]].to_numpy(), probs, atol=1e-6)
+    assert np.allclose(test_table[cols].to_numpy(), ens.transform(x), atol=1e-6)
 
 
 def test_oof_folds_argument_is_checked() -> None:

@@ -24,7 +24,7 @@ NARROW = {"channels": [16, 32, 64, 128], "stem_width": 16}
 def tiny_cfg(**kw) -> EmbeddingConfig:
     base = dict(backbone="resnet10t", backbone_kwargs=NARROW, pretrained="none", freeze_stages=0, image_size=32,
                 epochs=1, batch_size=16, num_threads=1, device="cpu", pca_dims=None, append_proba=False,
-                val_frac=0.0, tta_shift_px=0)
+                val_frac=0.0, tta_shift_px=0, test_network="all_data")
     base.update(kw)
     return EmbeddingConfig(**base)
 
@@ -153,6 +153,70 @@ def test_oof_no_study_embedded_by_a_network_that_saw_it(monkeypatch) -> None:
     assert np.array_equal(np.sort(fitted[id(full)]), np.arange(60))  # full model: all rows
     for g in np.unique(groups):
         assert np.unique(full.oof_folds_[groups == g]).size == 1
+
+
+def test_fold_ensemble_trains_only_the_fold_networks_and_averages_them(monkeypatch, tmp_path) -> None:
+    """test_network=fold_ensemble: k networks (no all-data one), OOF rows as with all_data's seeds, test rows
+    embedded by the mean of the fold networks in the first one's space; save/load gives the same numbers."""
+    from radspine.features.embeddings import CnnEnsemble, load_embedder
+
+    x, y, groups = tiny_data(n=60)
+    fitted: list[int] = []
+    real_fit = CnnEmbedder.fit
+
+    def spy_fit(self, xs, *a, **k):
+        fitted.append(xs.shape[0])
+        return real_fit(self, xs, *a, **k)
+
+    monkeypatch.setattr(CnnEmbedder, "fit", spy_fit)
+    cfg = tiny_cfg(pca_dims=4, append_proba=True, test_network="fold_ensemble")
+    oof, ens = oof_embeddings(x, y, groups, cfg, n_folds=3, seed=0)
+    assert len(fitted) == 3 and sum(fitted) == 2 * 60  # each row in two fold networks' training, none in a third
+    assert isinstance(ens, CnnEnsemble) and len(ens.members) == 3
+    assert ens.maps[0] is None and all(m is not None for m in ens.maps[1:])
+    # same fold seeds as the all-data variant: identical out-of-fold probabilities
+    all_data, _ = oof_embeddings(x, y, groups, cfg.model_copy(update={"test_network": "all_data"}), seed=0)
+    assert np.array_equal(oof[:, :3], all_data[:, :3])
+    # the reference fold's rows are not rotated
+    m0 = ens.oof_folds_ == 0
+    assert np.allclose(oof[m0], ens.members[0].transform(x[m0]), atol=1e-6)
+    # new rows: the members' mean, probabilities as they are, features mapped into member 0's space
+    xn = tiny_data(n=12, seed=5)[0]
+    z = ens.transform(xn)
+    assert z.shape == (12, 7) and np.allclose(z[:, :3].sum(1), 1.0, atol=1e-5)
+    assert np.allclose(z[:, :3], np.mean([e.predict_proba(xn) for e in ens.members], axis=0), atol=1e-6)
+    assert np.allclose(ens.predict_proba(xn), z[:, :3], atol=1e-6)
+    assert not np.allclose(z[:, 3:], ens.members[0].transform(xn)[:, 3:])  # the other members count too
+    back = load_embedder(ens.save(tmp_path / "ens"))
+    assert isinstance(back, CnnEnsemble) and np.allclose(back.transform(xn), z, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == [
+        "ensemble.json", "maps.npz", "member_0", "member_1", "member_2"]
+    (tmp_path / "ens" / "maps.npz").unlink()
+    with pytest.raises(ModelError, match="not a complete CNN fold-ensemble bundle"):
+        load_embedder(tmp_path / "ens")
+
+
+def test_fold_ensemble_alignment_uses_rows_both_networks_trained_on(monkeypatch) -> None:
+    import radspine.features.embeddings as E
+
+    x, y, groups = tiny_data(n=60)
+    seen: list[np.ndarray] = []
+    real_transform = CnnEmbedder.transform
+    row_of = {x[i].tobytes(): i for i in range(60)}
+
+    def spy_transform(self, xs):
+        seen.append(np.array([row_of[r.tobytes()] for r in xs]))
+        return real_transform(self, xs)
+
+    monkeypatch.setattr(CnnEmbedder, "transform", spy_transform)
+    monkeypatch.setattr(E, "ALIGN_ROWS", 7)
+    _, ens = oof_embeddings(x, y, groups, tiny_cfg(pca_dims=4, test_network="fold_ensemble"), n_folds=3, seed=0)
+    folds = ens.oof_folds_
+    fits = [rows for rows in seen if rows.size == 7]  # the alignment passes (held-out folds are larger)
+    assert len(fits) == 4  # folds 1 and 2: the same rows through the fold network and the reference (fold 0's)
+    assert np.array_equal(fits[0], fits[1]) and np.array_equal(fits[2], fits[3])
+    # fold 1's network trained on folds 0 + 2, the reference on 1 + 2: fold 2's rows only; and vice versa
+    assert set(folds[fits[0]]) == {2} and set(folds[fits[2]]) == {1}
 
 
 def test_procrustes_alignment_recovers_a_rotation() -> None:

@@ -293,7 +293,7 @@ def test_bad_points_csv_is_one_line_error(phantom_root: Path, fast_cfg: Features
 # ------------------------------------------------------------------------------------------ CNN + test
 def test_cnn_columns_and_test_split_uses_train_embedders(cnn_run, serial_run, phantom_root: Path, tmp_path: Path) -> None:
     from radspine.features.config import CNN_FAMILIES, config_hash
-    from radspine.features.embeddings import CnnEmbedder
+    from radspine.features.embeddings import CnnEnsemble, load_embedder
 
     out, table, meta = cnn_run
     _, plain, _ = serial_run
@@ -341,9 +341,11 @@ def test_cnn_columns_and_test_split_uses_train_embedders(cnn_run, serial_run, ph
     other = table[(table["study_id"] == row["study_id"]) & (table["condition"] == "right_subarticular_stenosis")
                   & (table["level"] == "l3_l4")].iloc[0]
     assert row["ctx_other_cnn_0"] == other["cnn_0"]
-    for f in CNN_FAMILIES:
-        assert (out / "embedders" / f / "embedder.json").is_file()
-    emb = CnnEmbedder.load(out / "embedders" / "spinal", device="cpu")
+    for f in CNN_FAMILIES:  # the default test network: the fold networks (cnn_folds=2), no all-data network
+        assert (out / "embedders" / f / "ensemble.json").is_file()
+        assert (out / "embedders" / f / "member_1" / "embedder.json").is_file()
+    emb = load_embedder(out / "embedders" / "spinal", device="cpu")
+    assert isinstance(emb, CnnEnsemble) and len(emb.members) == 2
     assert emb.n_features_out_ == 7
 
 

@@ -77,7 +77,7 @@ def add_cnn_columns(
     ``grades`` maps row_id → grade (train split); ``base`` must carry ``cv_fold`` on the train split.
     """
     from radspine.features.cnn_models import PREFIX_CACHE
-    from radspine.features.embeddings import CnnEmbedder, embedding_columns, oof_embeddings
+    from radspine.features.embeddings import embedding_columns, load_embedder, oof_embeddings
 
     frames = []
     trained: list[str] = []
@@ -111,7 +111,7 @@ def add_cnn_columns(
             if fam not in manifest.get("trained", []):
                 skipped[fam] = manifest.get("skipped", {}).get(fam, "not trained")
                 continue
-            loaded = CnnEmbedder.load(embedders_dir / fam, device=cfg.embeddings.device)
+            loaded = load_embedder(embedders_dir / fam, device=cfg.embeddings.device)
             weights[fam] = loaded.weights_
             emb = loaded.transform(x)
         PREFIX_CACHE.clear()  # the family's frozen-prefix activations are not needed any more

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 FORMAT = "radspine-cnn-embedder"
 FORMAT_VERSION = 2
 FORMAT_VERSION_READ = (1, 2)
+ENSEMBLE_FORMAT = "radspine-cnn-fold-ensemble"
+ALIGN_ROWS = 3000  # rows a fold network's Procrustes map to the reference network is fitted on (at most)
 # Patches are robust-normalised to ~[0, 1]; a fixed affine map centres them for the network without
 # per-batch statistics (which would make an embedding depend on its batch-mates). Pretrained nets get
 # ImageNet's statistics in timm's single-channel form (mean/std of the RGB values), the input that
@@ -116,6 +118,12 @@ class EmbeddingConfig(BaseModel):
     )
     append_proba: bool = Field(
         True, description="prepend the network's 3 grade probabilities (cnn_0..2) to the (PCA) features"
+    )
+    test_network: Literal["fold_ensemble", "all_data"] = Field(
+        "fold_ensemble",
+        description="what embeds rows no fold network held out (test rows, predict): fold_ensemble = the "
+        "out-of-fold networks averaged (no extra training: the all-data network was a third of the CNN stage's "
+        "CPU time); all_data = one more network fitted on every row",
     )
     align_folds: bool = Field(
         True,
@@ -731,11 +739,98 @@ def _procrustes_map(src_train: np.ndarray, dst_train: np.ndarray, src: np.ndarra
     scipy's orthogonal Procrustes on rows both networks trained on (the fold's training rows), so the
     held-out rows' values still come only from the network that never saw them.
     """
+    return _apply_map(_procrustes_fit(src_train, dst_train), src)
+
+
+def _procrustes_fit(src_train: np.ndarray, dst_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(source mean, rotation, target mean) of the orthogonal Procrustes map from one feature space to another."""
     from scipy.linalg import orthogonal_procrustes
 
     mu_s, mu_d = src_train.mean(0), dst_train.mean(0)
     rot, _ = orthogonal_procrustes(src_train - mu_s, dst_train - mu_d)
-    return ((src - mu_s) @ rot + mu_d).astype(np.float32)
+    return mu_s.astype(np.float64), rot.astype(np.float64), mu_d.astype(np.float64)
+
+
+def _apply_map(m: tuple[np.ndarray, np.ndarray, np.ndarray], z: np.ndarray) -> np.ndarray:
+    mu_s, rot, mu_d = m
+    return ((z - mu_s) @ rot + mu_d).astype(np.float32)
+
+
+class CnnEnsemble:
+    """The out-of-fold networks as one embedder for rows none of them held out (``test_network: fold_ensemble``).
+
+    ``transform`` averages the members' outputs: probabilities as they are, pooled/PCA columns after each member's
+    map (orthogonal Procrustes) into the first member's space, the space its out-of-fold rows were aligned to.
+    Same interface as :class:`CnnEmbedder` for the callers (``transform``, ``predict_proba``, ``save``,
+    ``weights_``, ``n_features_out_``, ``cfg``); :func:`load_embedder` reads either.
+    """
+
+    def __init__(self, members: list[CnnEmbedder], maps: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]):
+        if not members or len(members) != len(maps):
+            raise ModelError("a CNN fold ensemble needs one map (or None) per member network")
+        self.members, self.maps = members, maps
+        self.cfg = members[0].cfg
+        self.weights_ = members[0].weights_
+
+    @property
+    def n_features_out_(self) -> int:
+        return self.members[0].n_features_out_
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Mean of the members' embeddings (N, n_features_out_) float32, each in the first member's space."""
+        n_prob = 3 if self.cfg.append_proba else 0
+        total = None
+        for emb, m in zip(self.members, self.maps, strict=True):
+            z = emb.transform(x).astype(np.float64)
+            if m is not None:
+                z[:, n_prob:] = _apply_map(m, z[:, n_prob:])
+            total = z if total is None else total + z
+        return (total / len(self.members)).astype(np.float32)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Mean of the members' grade probabilities (N, 3)."""
+        return np.mean([emb.predict_proba(x) for emb in self.members], axis=0)
+
+    def save(self, directory: str | Path) -> Path:
+        """Each member in ``member_<k>/``, the maps in ``maps.npz``, then ``ensemble.json`` (marks a complete bundle)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for stale in ("embedder.json", "model.pt", "pca.npz"):  # an all-data bundle saved here before
+            (d / stale).unlink(missing_ok=True)
+        arrays = {}
+        for k, (emb, m) in enumerate(zip(self.members, self.maps, strict=True)):
+            emb.save(d / f"member_{k}")
+            if m is not None:
+                arrays.update({f"mu_s_{k}": m[0], f"rot_{k}": m[1], f"mu_d_{k}": m[2]})
+        with atomic_path(d / "maps.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        meta = {"format": ENSEMBLE_FORMAT, "format_version": 1, "members": len(self.members),
+                "mapped": [m is not None for m in self.maps]}
+        with atomic_path(d / "ensemble.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, device: Literal["auto", "cpu", "cuda"] | None = None) -> CnnEnsemble:
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "ensemble.json").read_text())
+            mapped = [bool(v) for v in meta["mapped"]]
+            with np.load(d / "maps.npz") as z:
+                maps = [(z[f"mu_s_{k}"], z[f"rot_{k}"], z[f"mu_d_{k}"]) if on else None for k, on in enumerate(mapped)]
+        except (OSError, KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{d}: not a complete CNN fold-ensemble bundle ({err})") from None
+        if meta.get("format") != ENSEMBLE_FORMAT or len(mapped) != int(meta.get("members", -1)):
+            raise ModelError(f"{d}: unsupported CNN ensemble format {meta.get('format')!r}")
+        return cls([CnnEmbedder.load(d / f"member_{k}", device=device) for k in range(len(mapped))], maps)
+
+
+def load_embedder(directory: str | Path, device: Literal["auto", "cpu", "cuda"] | None = None) -> Any:
+    """A saved :class:`CnnEnsemble` (``ensemble.json``) or :class:`CnnEmbedder` (``embedder.json``)."""
+    d = Path(directory)
+    if (d / "ensemble.json").is_file():
+        return CnnEnsemble.load(d, device=device)
+    return CnnEmbedder.load(d, device=device)
 
 
 def oof_embeddings(
@@ -748,7 +843,7 @@ def oof_embeddings(
     sample_weight: np.ndarray | None = None,
     folds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, CnnEmbedder]:
-    """Out-of-fold embeddings for training rows plus an embedder trained on all rows (for test rows).
+    """Out-of-fold embeddings for training rows plus an embedder for test rows (fold ensemble or all-data network).
 
     Folds are grouped by study (``groups``) and stratified by grade (unlabeled rows as their own
     stratum), so the network that embeds a study never trained on it; each fold's PCA is fitted on that
@@ -760,8 +855,12 @@ def oof_embeddings(
     study folds that the graders' CV uses (``cv_fold``) so both stages hold out the same studies. A fold
     whose training rows have fewer than 2 labelled patches leaves its held-out rows NaN.
 
+    With ``cfg.test_network == "fold_ensemble"`` (default) no all-data network is trained: ``full`` is the
+    :class:`CnnEnsemble` of the fold networks, and the folds' pooled/PCA columns are rotated onto the first
+    fold network's space (fitted on up to ``ALIGN_ROWS`` rows both networks trained on).
+
     Returns:
-        ``(oof, full)``: oof (N, D) float32; ``full.oof_folds_`` holds each row's fold index.
+        ``(oof, full)``: oof (N, D) float32; ``full`` embeds new rows; ``full.oof_folds_`` holds each row's fold.
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -797,10 +896,18 @@ def oof_embeddings(
         k = max(1, smallest - 1)
         log.warning("CNN: %d patches in the smallest fold; pca_dims %d -> %d", smallest, cfg.pca_dims, k)
         cfg = cfg.model_copy(update={"pca_dims": k})
-    full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed, groups=groups)
+    ensemble = cfg.test_network == "fold_ensemble"
     n_prob = 3 if cfg.append_proba else 0
-    align = cfg.align_folds and full.n_features_out_ > n_prob
-    z_full = full.transform(x)[:, n_prob:] if align else None
+    full: Any = None
+    z_full = None
+    if not ensemble:
+        full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed, groups=groups)
+        if cfg.align_folds and full.n_features_out_ > n_prob:
+            z_full = full.transform(x)[:, n_prob:]
+    members: list[CnnEmbedder] = []
+    maps: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+    ref: tuple[CnnEmbedder, np.ndarray] | None = None  # the fold network whose space the others are mapped to
+    rng = np.random.default_rng(seed)
     for k, (tr, va) in enumerate(splits):
         folds[va] = k
         if np.count_nonzero(~np.isnan(y[tr])) < 2:
@@ -809,12 +916,30 @@ def oof_embeddings(
         emb = CnnEmbedder(cfg).fit(x[tr], y[tr], None if sample_weight is None else sample_weight[tr],
                                    seed=seed + 1 + k, groups=groups[tr])
         part = emb.transform(x[va])
-        if align:
+        align = cfg.align_folds and emb.n_features_out_ > n_prob
+        m = None
+        if align and z_full is not None:
             part[:, n_prob:] = _procrustes_map(emb.transform(x[tr])[:, n_prob:], z_full[tr], part[:, n_prob:])
+        elif align and ref is not None:
+            # Fitted on rows both networks trained on (a sample: a rotation of pca_dims axes needs few rows).
+            both = np.setdiff1d(tr, ref[1])
+            if both.size > ALIGN_ROWS:
+                both = np.sort(rng.choice(both, ALIGN_ROWS, replace=False))
+            m = _procrustes_fit(emb.transform(x[both])[:, n_prob:], ref[0].transform(x[both])[:, n_prob:])
+            part[:, n_prob:] = _apply_map(m, part[:, n_prob:])
+        if ensemble:
+            if ref is None:
+                ref = (emb, va)
+            members.append(emb)
+            maps.append(m)
         if oof is None:
             oof = np.full((n, part.shape[1]), np.nan, dtype=np.float32)
         oof[va] = part
         log.info("CNN OOF fold %d/%d: trained on %d rows, embedded %d", k + 1, len(splits), tr.size, va.size)
+    if ensemble:
+        # No fold could train (too few labels in every fold): one network on all rows embeds everything.
+        full = CnnEnsemble(members, maps) if members else CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed,
+                                                                                groups=groups)
     full.oof_folds_ = folds
     if oof is None:
         oof = np.full((n, full.n_features_out_), np.nan, dtype=np.float32)
@@ -824,7 +949,9 @@ def oof_embeddings(
 __all__ = [
     "AugmentConfig",
     "CnnEmbedder",
+    "CnnEnsemble",
     "EmbeddingConfig",
     "embedding_columns",
+    "load_embedder",
     "oof_embeddings",
 ]
