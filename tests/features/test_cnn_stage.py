@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.spies import record_fit_sizes
 
 import radspine.features.cnn_stage as stage
 import radspine.features.embeddings as E
@@ -112,14 +113,7 @@ def test_fold_networks_never_saw_a_study_of_their_held_out_fold(monkeypatch, tmp
 def test_fold_ensemble_stage_trains_three_networks_and_embeds_test_rows_with_their_mean(monkeypatch, tmp_path) -> None:
     x, ids, base, grades = _table()
     _patch_source(monkeypatch, x, ids)
-    fitted: list[int] = []
-    real_fit = CnnEmbedder.fit
-
-    def spy_fit(self, xs, *a, **k):
-        fitted.append(xs.shape[0])
-        return real_fit(self, xs, *a, **k)
-
-    monkeypatch.setattr(CnnEmbedder, "fit", spy_fit)
+    fitted = record_fit_sizes(monkeypatch)
     out = tmp_path / "train"
     table, info = stage.add_cnn_columns(base, {}, tmp_path, _cfg("fold_ensemble"), "train", grades, out,
                                         out / "embedders")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.spies import record_fit_sizes
 
 from radspine.errors import ConfigError, ModelError
 from radspine.features.cnn_models import build_backbone, load_local_weights
@@ -161,14 +162,7 @@ def test_fold_ensemble_trains_only_the_fold_networks_and_averages_them(monkeypat
     from radspine.features.embeddings import CnnEnsemble, load_embedder
 
     x, y, groups = tiny_data(n=60)
-    fitted: list[int] = []
-    real_fit = CnnEmbedder.fit
-
-    def spy_fit(self, xs, *a, **k):
-        fitted.append(xs.shape[0])
-        return real_fit(self, xs, *a, **k)
-
-    monkeypatch.setattr(CnnEmbedder, "fit", spy_fit)
+    fitted = record_fit_sizes(monkeypatch)
     cfg = tiny_cfg(pca_dims=4, append_proba=True, test_network="fold_ensemble")
     oof, ens = oof_embeddings(x, y, groups, cfg, n_folds=3, seed=0)
     assert len(fitted) == 3 and sum(fitted) == 2 * 60  # each row in two fold networks' training, none in a third
