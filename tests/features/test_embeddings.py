@@ -213,6 +213,15 @@ def test_fold_ensemble_alignment_uses_rows_both_networks_trained_on(monkeypatch)
     assert set(folds[fits[0]]) == {2} and set(folds[fits[2]]) == {1}
 
 
+def test_fold_ensemble_with_two_folds_aligns_on_all_rows() -> None:
+    """Two fold networks trained on each other's held-out rows share no training rows: still finite features."""
+    x, y, groups = tiny_data(n=60)
+    oof, ens = oof_embeddings(x, y, groups, tiny_cfg(pca_dims=4, test_network="fold_ensemble"), n_folds=2, seed=0)
+    assert len(ens.members) == 2 and ens.maps[1] is not None
+    assert oof.shape == (60, 4) and np.isfinite(oof).all()
+    assert np.isfinite(ens.transform(x[:5])).all()
+
+
 def test_procrustes_alignment_recovers_a_rotation() -> None:
     from radspine.features.embeddings import _procrustes_map
 

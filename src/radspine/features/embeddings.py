@@ -921,8 +921,12 @@ def oof_embeddings(
         if align and z_full is not None:
             part[:, n_prob:] = _procrustes_map(emb.transform(x[tr])[:, n_prob:], z_full[tr], part[:, n_prob:])
         elif align and ref is not None:
-            # Fitted on rows both networks trained on (a sample: a rotation of pca_dims axes needs few rows).
+            # Fitted on rows both networks trained on (a sample: a rotation of pca_dims axes needs few rows). With
+            # 2 folds there are none (each trained on the other's held-out rows): then on all rows, an unsupervised
+            # rotation of a few axes, as the all-data variant's map is fitted on rows its network trained on.
             both = np.setdiff1d(tr, ref[1])
+            if both.size < 2 * (emb.n_features_out_ - n_prob) + 2:
+                both = np.arange(n)
             if both.size > ALIGN_ROWS:
                 both = np.sort(rng.choice(both, ALIGN_ROWS, replace=False))
             m = _procrustes_fit(emb.transform(x[both])[:, n_prob:], ref[0].transform(x[both])[:, n_prob:])
