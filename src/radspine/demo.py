@@ -35,12 +35,12 @@ class DemoOptions:
     trials: int = 6
     seed: int = 0
     workers: int | None = None
-    localizer_epochs: int | None = 4
+    localizer_epochs: int | None = 2  # the shipped net's loss on the demo phantom hardly moves after 2
     localizer_init: str | None = "shipped"  # fine-tune the packaged localizer; None: train from scratch
     cnn_epochs: int | None = None
-    # The demo's CNN trains its last stage on cached activations (the package's earlier default): the whole-network
-    # fine-tune that real CV chose (radspine.features.embeddings) costs ~2 more minutes here, and on this phantom
-    # the CNN alone scores near the priors (the demo's cnn_only ablation). None: the package default.
+    # The demo's CNN trains its last stage on cached activations (the package's earlier default): the
+    # whole-network fine-tune that real CV chose (radspine.features.embeddings) costs ~2 more minutes here,
+    # and on this phantom the CNN alone scores near the priors (the cnn_only ablation). None: package default.
     cnn_freeze_stages: int | None = 6
     ablations: bool | tuple[str, ...] = DEMO_ABLATIONS
     reports: bool = True

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         test_studies: int = typer.Option(20, "--test-studies", min=1),
         size: int = typer.Option(128, "--size", min=48, help="Phantom image size (px)."),
         trials: int = typer.Option(6, "--trials", min=1, help="Optuna trials."),
-        localizer_epochs: int = typer.Option(4, "--localizer-epochs", min=1,
+        localizer_epochs: int = typer.Option(2, "--localizer-epochs", min=1,
                                              help="Epochs of localizer training (fine-tuning unless --scratch)."),
         scratch: bool = typer.Option(False, "--scratch",
                                      help="Train the localizer from scratch instead of fine-tuning the shipped one "
