@@ -39,8 +39,9 @@ class DemoOptions:
     localizer_init: str | None = "shipped"  # fine-tune the packaged localizer; None: train from scratch
     cnn_epochs: int | None = None
     # The demo's CNN trains its last stage on cached activations (the package's earlier default): the
-    # whole-network fine-tune that real CV chose (radspine.features.embeddings) costs ~2 more minutes here,
-    # and on this phantom the CNN alone scores near the priors (the cnn_only ablation). None: package default.
+    # whole-network fine-tune that real CV chose (radspine.features.embeddings) costs ~1¼ more minutes here
+    # (extract-features 185 s vs 109-119 s on a fresh clone), and on this phantom the CNN alone scores near
+    # the priors (the cnn_only ablation). None: the package default.
     cnn_freeze_stages: int | None = 6
     ablations: bool | tuple[str, ...] = DEMO_ABLATIONS
     reports: bool = True

@@ -188,6 +188,11 @@ def test_fold_ensemble_trains_only_the_fold_networks_and_averages_them(monkeypat
     (tmp_path / "ens" / "maps.npz").unlink()
     with pytest.raises(ModelError, match="not a complete CNN fold-ensemble bundle"):
         load_embedder(tmp_path / "ens")
+    # an all-data network saved over it (test_network changed, same work folder) is what loads back
+    ens.members[1].save(tmp_path / "ens")
+    single = load_embedder(tmp_path / "ens")
+    assert isinstance(single, CnnEmbedder)
+    assert np.allclose(single.transform(xn), ens.members[1].transform(xn), atol=1e-6)
 
 
 def test_fold_ensemble_alignment_uses_rows_both_networks_trained_on(monkeypatch) -> None:

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
                                      help="Train the localizer from scratch instead of fine-tuning the shipped one "
                                      "(give it ~20 --localizer-epochs)."),
         cnn_whole: bool = typer.Option(False, "--cnn-whole",
-                                       help="Fine-tune the whole CNN (the package default, ~2 min more) instead of "
+                                       help="Fine-tune the whole CNN (the package default, ~1¼ min more) instead of "
                                        "its last stage on cached activations."),
         seed: int = typer.Option(0, "--seed"),
         workers: int | None = typer.Option(None, "--workers", help="Local processes (default: cores)."),

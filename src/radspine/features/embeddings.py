@@ -622,6 +622,9 @@ class CnnEmbedder:
         self._check_fitted()
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        # A fold ensemble saved here before: load_embedder would take its marker over this bundle.
+        for stale in ("ensemble.json", "maps.npz"):
+            (d / stale).unlink(missing_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
         with atomic_path(d / "model.pt") as tmp:
             torch.save(state, tmp)
@@ -825,7 +828,7 @@ class CnnEnsemble:
         return cls([CnnEmbedder.load(d / f"member_{k}", device=device) for k in range(len(mapped))], maps)
 
 
-def load_embedder(directory: str | Path, device: Literal["auto", "cpu", "cuda"] | None = None) -> Any:
+def load_embedder(directory: str | Path, device: Literal["auto", "cpu", "cuda"] | None = None) -> CnnEmbedder | CnnEnsemble:
     """A saved :class:`CnnEnsemble` (``ensemble.json``) or :class:`CnnEmbedder` (``embedder.json``)."""
     d = Path(directory)
     if (d / "ensemble.json").is_file():
@@ -842,7 +845,7 @@ def oof_embeddings(
     seed: int = 0,
     sample_weight: np.ndarray | None = None,
     folds: np.ndarray | None = None,
-) -> tuple[np.ndarray, CnnEmbedder]:
+) -> tuple[np.ndarray, CnnEmbedder | CnnEnsemble]:
     """Out-of-fold embeddings for training rows plus an embedder for test rows (fold ensemble or all-data network).
 
     Folds are grouped by study (``groups``) and stratified by grade (unlabeled rows as their own
@@ -898,7 +901,7 @@ def oof_embeddings(
         cfg = cfg.model_copy(update={"pca_dims": k})
     ensemble = cfg.test_network == "fold_ensemble"
     n_prob = 3 if cfg.append_proba else 0
-    full: Any = None
+    full: CnnEmbedder | CnnEnsemble | None = None
     z_full = None
     if not ensemble:
         full = CnnEmbedder(cfg).fit(x, y, sample_weight, seed=seed, groups=groups)
