@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from radspine.constants import CONDITIONS, LEVELS, SEVERITY_COLUMNS, row_id
+from radspine.viewer import build_viewer
 
 GRADE_RGB = [(0x00, 0x9E, 0x73), (0xE6, 0x9F, 0x00), (0xCC, 0x25, 0x29)]
 
@@ -66,8 +67,6 @@ def fake_pred(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def fake_pages(fake_pred: Path, phantom_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    from radspine.viewer import build_viewer
-
     out = tmp_path_factory.mktemp("viewer_pages")
     res = build_viewer(phantom_root, fake_pred, out, split="train")
     assert res.n == 2 and not res.failed
@@ -165,7 +164,7 @@ def test_view_command_pages_index_and_errors(fake_pred: Path, phantom_root: Path
     runner = CliRunner()
     out = tmp_path / "viewer"
     res = runner.invoke(app, ["view", "--data", str(phantom_root), "--split", "train", "--predictions", str(fake_pred),
-                              "--out", str(out), "--format", "png", "--quiet"])
+                              "--out", str(out), "--format", "png", "--workers", "2", "--quiet"])
     assert res.exit_code == 0, res.output
     assert res.stdout.strip().splitlines()[-1] == f"2 study page(s) → {out / 'index.html'}"
     index = (out / "index.html").read_text()
@@ -177,6 +176,11 @@ def test_view_command_pages_index_and_errors(fake_pred: Path, phantom_root: Path
         page = out / f"study_{s}.html"
         assert page.stat().st_size < 2_000_000 and "http://" not in page.read_text().replace("http://www.w3.org", "")
         assert _payload(page)["image_format"] == "png"
+    # Two processes build the pages one process builds, byte for byte.
+    serial = build_viewer(phantom_root, fake_pred, tmp_path / "serial", split="train", image_format="png", workers=1)
+    assert sorted(serial.pages) == sorted(order)
+    for s in order:
+        assert (tmp_path / "serial" / f"study_{s}.html").read_bytes() == (out / f"study_{s}.html").read_bytes()
     # One study again: the other stays in the index.
     res = runner.invoke(app, ["view", "--data", str(phantom_root), "--split", "train", "--predictions", str(fake_pred),
                               "--out", str(out), "--study", str(order[0]), "--quiet"])

@@ -93,13 +93,17 @@ def predict(
     if report_dir is not None:
         from radspine.report import render_reports
 
+        t = time.perf_counter()
         n = render_reports(data_dir, Path(out_csv).parent, report_dir, model_dir=model_dir, split=split,
                            features=work / "features" / "features.parquet", workers=kwargs.get("workers"))  # fmt: skip
-        summary["reports"] = {"n": n, "index": str(Path(report_dir) / "index.html")}
+        summary["reports"] = {"n": n, "index": str(Path(report_dir) / "index.html"),
+                              "seconds": round(time.perf_counter() - t, 1)}
     if viewer_dir is not None:
         from radspine.viewer import build_viewer
 
+        t = time.perf_counter()
         res = build_viewer(data_dir, Path(out_csv).parent, viewer_dir, model_dir=model_dir, split=split,
-                           features=work / "features" / "features.parquet", points=summary.get("points"))
-        summary["viewer"] = {"n": res.n, "index": str(res.index)}
+                           features=work / "features" / "features.parquet", points=summary.get("points"),
+                           workers=kwargs.get("workers"))
+        summary["viewer"] = {"n": res.n, "index": str(res.index), "seconds": round(time.perf_counter() - t, 1)}
     return summary

@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         image_format: str = typer.Option("webp", "--format", help="Stored slice format: webp or png."),
         quality: int = typer.Option(85, "--quality", min=1, max=100, help="WebP quality (100 = lossless)."),
         top_k: int = typer.Option(3, "--top-k", min=0, help="Features listed per row."),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="Local processes (default: cores)."),
         quiet: bool = typer.Option(False, "--quiet", help="Warnings only."),
     ) -> None:
         """Per-study pages to scroll every series, check each grade against its measurements, drag a wrong
@@ -43,6 +44,6 @@ def register(app: typer.Typer) -> None:
             root = dataset_root(data, dicom, series_types, out, split=split)
             res = build_viewer(root, predictions, out, model_dir=model, split=split, study_ids=study or None,
                                features=features, points=points, top_k=top_k, max_px=max_px,
-                               image_format=image_format, quality=quality)
+                               image_format=image_format, quality=quality, workers=workers)
             extra = f", {len(res.failed)} failed (listed in the index)" if res.failed else ""
             typer.echo(f"{res.n} study page(s){extra} → {res.index}")

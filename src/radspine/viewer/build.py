@@ -89,6 +89,35 @@ def _study_uids(predictions_dir: str | Path) -> dict[int, str]:
     return {int(s): str(u) for s, u in zip(df["study_id"], df["study_uid"], strict=True)}
 
 
+class _PageJob:
+    """One study's viewer page as a picklable callable (for :func:`radspine.parallel.map_items`); returns the
+    index entry of the page it wrote."""
+
+    def __init__(self, preds: pd.DataFrame, out: Path, contribs: dict, note: str, uids: dict[int, str],
+                 pts: pd.DataFrame | None, max_px: int, fmt: str, quality: int) -> None:
+        self.preds, self.out, self.contribs, self.note, self.uids = preds, out, contribs, note, uids
+        self.pts, self.max_px, self.fmt, self.quality = pts, max_px, fmt, quality
+
+    def __call__(self, study) -> dict:
+        from radspine.io.volumes import load_study_volumes
+        from radspine.viewer.page import study_html
+        from radspine.viewer.payload import study_payload, study_summary
+
+        sid = int(study.study_id)
+        payload = study_payload(
+            study, self.preds[self.preds["study_id"] == sid], load_study_volumes(study), contribs=self.contribs,
+            note=self.note, study_uid=self.uids.get(sid, ""),
+            points=self.pts[self.pts["study_id"] == sid] if self.pts is not None else None,
+            max_px=self.max_px, fmt=self.fmt, quality=self.quality,
+        )
+        page = self.out / f"study_{sid}.html"
+        write_text_atomic(page, study_html(payload))
+        summary = study_summary(payload)
+        summary["page"] = page.name
+        summary["bytes"] = page.stat().st_size
+        return summary
+
+
 def build_viewer(
     data_dir: str | Path,
     predictions_dir: str | Path,
@@ -103,6 +132,7 @@ def build_viewer(
     max_px: int = 512,
     image_format: str = "webp",
     quality: int = 85,
+    workers: int | None = 1,
 ) -> ViewerResult:
     """Write one viewer page per predicted study (or ``study_ids``) and the index; return what was written.
 
@@ -114,14 +144,15 @@ def build_viewer(
             page's "Save points" writes its unmoved rows back exactly.
         max_px / image_format / quality: stored slice images: longer side ≤ ``max_px``, ``webp`` (quality 100
             = lossless) or ``png``.
+        workers: processes that build the pages (:func:`radspine.parallel.map_items`; None = the cores):
+            decoding a study's series and encoding its slices takes seconds, like a report.
 
     A study that fails is logged, listed in the index as not built, and skipped; the batch goes on.
     """
     from radspine.io.dataset import Dataset
-    from radspine.io.volumes import load_study_volumes
+    from radspine.parallel import map_items
     from radspine.report import contributions_for, load_predictions, predictions_path
-    from radspine.viewer.page import index_html, study_html
-    from radspine.viewer.payload import study_payload, study_summary
+    from radspine.viewer.page import index_html
     from radspine.viewer.slices import FORMATS
 
     if image_format not in FORMATS:
@@ -162,28 +193,25 @@ def build_viewer(
         index = {}
     studies, failed = index.get("studies", {}), index.get("failed", {})
     result = ViewerResult(index=out / "index.html", note=note)
+    todo = []
     for sid in wanted:
         try:
-            study = ds.study(sid, split)
-            vols = load_study_volumes(study)
-            payload = study_payload(
-                study, sub[sub["study_id"] == sid], vols, contribs=contribs, note=note, study_uid=uids.get(sid, ""),
-                points=pts[pts["study_id"] == sid] if pts is not None else None,
-                max_px=max_px, fmt=image_format, quality=quality,
-            )
-            page = out / f"study_{sid}.html"
-            write_text_atomic(page, study_html(payload))
-            summary = study_summary(payload)
-            summary["page"] = page.name
-            summary["bytes"] = page.stat().st_size
-            studies[str(sid)] = summary
-            failed.pop(str(sid), None)
-            result.pages[sid] = page
+            todo.append(ds.study(sid, split))
         except Exception as err:  # noqa: BLE001 - one bad study must not stop the batch
             why = str(err).splitlines()[0] if str(err) else type(err).__name__
             log.warning("study %s: viewer page skipped: %s", sid, why)
             failed[str(sid)] = why
             result.failed[sid] = why
+    job = _PageJob(sub, out, contribs, note, uids, pts, max_px, image_format, quality)
+    for o in map_items(job, todo, key=lambda st: int(st.study_id), workers=workers, desc="viewer pages"):
+        sid = int(o.key)
+        if o.ok:
+            studies[str(sid)] = o.value
+            failed.pop(str(sid), None)
+            result.pages[sid] = out / o.value["page"]
+        else:  # map_items logged it
+            failed[str(sid)] = o.error
+            result.failed[sid] = o.error
     write_json_atomic(idx_path, {"studies": studies, "failed": failed})
     write_text_atomic(result.index, index_html(list(studies.values()), failed))
     return result
