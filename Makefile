@@ -14,8 +14,12 @@ $(BIN)/radspine: pyproject.toml
 
 setup: $(BIN)/radspine
 
+# Two pytest-xdist workers (a 2-core CI machine), a test file per worker at a time so module fixtures are
+# built once; the workers share the demo run (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 demo: setup
 	$(BIN)/radspine demo --out runs/demo

@@ -6,6 +6,8 @@ quirks off, seed 0) instead of building its own dataset.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -41,14 +43,25 @@ DEMO_TEST = 6
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Summary dict of a tiny :func:`radspine.demo.run_demo`; its folder is ``summary['out']``."""
+    """Summary dict of a tiny :func:`radspine.demo.run_demo`; its folder is ``summary['out']``.
+
+    Built once per test run: under pytest-xdist (``make test``) the workers share it through their common
+    base folder, the first to ask builds it under a file lock and the others read its summary."""
+    from filelock import FileLock
+
     from radspine.demo import DemoOptions, run_demo
 
-    out = tmp_path_factory.mktemp("demo")
-    # The localizer fine-tunes the shipped one for a few epochs (what a small site would do): the suite's
-    # largest fixture stays affordable on 2 cores, and the shipped model is exercised end to end.
-    summary = run_demo(out, DemoOptions(train_studies=DEMO_TRAIN, test_studies=DEMO_TEST, size=96, trials=2,
-                                        seed=0, workers=1, ablations=False, reports=True,
-                                        localizer_init="shipped", localizer_epochs=4))
-    summary["out"] = str(out)
-    return summary
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the base folder all workers of this run share
+    out, done = root / "demo_run", root / "demo_run.json"
+    with FileLock(str(root / "demo_run.lock")):
+        if not done.is_file():
+            # The localizer fine-tunes the shipped one for a few epochs (what a small site would do): the
+            # suite's largest fixture stays affordable on 2 cores, and the shipped model is exercised end to end.
+            summary = run_demo(out, DemoOptions(train_studies=DEMO_TRAIN, test_studies=DEMO_TEST, size=96, trials=2,
+                                                seed=0, workers=1, ablations=False, reports=True,
+                                                localizer_init="shipped", localizer_epochs=4))
+            summary["out"] = str(out)
+            done.write_text(json.dumps(summary, default=str))
+    return json.loads(done.read_text())
