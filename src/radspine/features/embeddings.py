@@ -71,9 +71,9 @@ class EmbeddingConfig(BaseModel):
     # Chosen on real CV (benchmarks/real_nfn_cv.py; RSNA foraminal dev set, Sagittal T1, 64 px = 48 mm at
     # 0.75 mm; the foraminal patch is now 36 mm, see patches.PatchConfig): the previous default (last stage only,
     # on cached un-augmented activations) gave OOF probabilities worse than the per-level prior (1.04x), whole
-    # fine-tuning 0.71-0.75x on single folds, and the
-    # 2 px test-time shifts took 0.648 to 0.636 on a fold (weighted log loss). CPU cost is ~6x the last-stage
-    # fit per patch and epoch; on CUDA it runs with AMP (bf16) and DataLoader workers.
+    # fine-tuning 0.71-0.75x on single folds, and the 2 px test-time shifts took 0.648 to 0.636 on a fold
+    # (weighted log loss). CPU cost is ~6x the last-stage fit per patch and epoch; on CUDA it runs with AMP (bf16)
+    # and DataLoader workers.
     backbone: str = Field("efficientnet_lite0", description="timm model name; created with pretrained=False")
     backbone_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra timm.create_model kwargs ({} = the stock architecture)"
