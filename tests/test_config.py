@@ -25,6 +25,17 @@ def test_default_yaml_matches_code_defaults() -> None:
     assert default_config_path().is_file()
 
 
+def test_mask_rois_names_and_switches() -> None:
+    from radspine.features.config import MASK_PATCHES, RadiomicsSettings
+
+    assert "foraminal" not in RadiomicsSettings().mask_rois
+    assert RadiomicsSettings(mask_rois=True).mask_rois == MASK_PATCHES
+    assert RadiomicsSettings(mask_rois=False).mask_rois == ()
+    assert RadiomicsSettings(mask_rois=["subarticular", "foraminal"]).mask_rois == ("foraminal", "subarticular")
+    with pytest.raises(ValueError, match=r"unknown mask_rois \['foramen'\]"):
+        RadiomicsSettings(mask_rois=["foramen"])
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -178,6 +178,11 @@ def test_determinism_and_jitter():
     assert np.array_equal(jitter_points(pts[:3], 0.0, np.random.default_rng(0)), pts[:3])
     with pytest.raises(ValueError, match="sigma_mm"):
         jitter_points(pts, -1.0, np.random.default_rng(0))
+    # Within a slice plane: no component along its normal, sigma along each in-plane axis.
+    row, col = np.array([0.0, 0.6, 0.8]), np.array([0.0, 0.8, -0.6])
+    jp = jitter_points(pts, 2.0, np.random.default_rng(5), plane=(row, col))
+    assert np.allclose(jp @ np.cross(row, col), 0.0, atol=1e-12)
+    assert abs((jp @ row).std() - 2.0) < 0.1 and abs((jp @ col).std() - 2.0) < 0.1
 
 
 def test_config_and_roi():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -100,6 +100,9 @@ class PatchConfig(BaseModel):
     )
     percentiles: tuple[float, float] = (1.0, 99.0)
     jitter_sigma_mm: float = Field(0.0, ge=0, description="training-time point jitter (0 = off)")
+    jitter_through_plane: bool = Field(
+        False, description="also jitter along the patch series' slice normal; false = only within the slice plane"
+    )
 
     @field_validator("percentiles")
     @classmethod
@@ -262,8 +265,15 @@ def extract_patch(
     )
 
 
-def jitter_points(points_world: np.ndarray, sigma_mm: float, rng: np.random.Generator) -> np.ndarray:
-    """Points (…, 3) plus isotropic Gaussian noise of ``sigma_mm`` per axis (train/test skew simulation)."""
+def jitter_points(
+    points_world: np.ndarray, sigma_mm: float, rng: np.random.Generator, plane: tuple[Any, Any] | None = None
+) -> np.ndarray:
+    """Points (…, 3) plus Gaussian noise of ``sigma_mm`` per axis (train/test skew simulation).
+
+    ``plane``: two orthonormal world directions (a volume's row and column cosines); the noise then stays in
+    that plane, so a patch cut at the jittered point still samples the labelled slice instead of a blend of
+    it and its neighbour.
+    """
     pts = np.asarray(points_world, dtype=np.float64)
     if pts.shape[-1] != 3:
         raise ValueError(f"points must have shape (..., 3), got {pts.shape}")
@@ -271,4 +281,7 @@ def jitter_points(points_world: np.ndarray, sigma_mm: float, rng: np.random.Gene
         raise ValueError(f"sigma_mm must be >= 0, got {sigma_mm}")
     if sigma_mm == 0:
         return pts.copy()
-    return pts + rng.normal(0.0, sigma_mm, size=pts.shape)
+    if plane is None:
+        return pts + rng.normal(0.0, sigma_mm, size=pts.shape)
+    axes = np.asarray(plane, dtype=np.float64).reshape(2, 3)
+    return pts + rng.normal(0.0, sigma_mm, size=(*pts.shape[:-1], 2)) @ axes

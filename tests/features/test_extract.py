@@ -122,6 +122,9 @@ def test_rows_keys_and_series_columns(serial_run, phantom_root: Path) -> None:
     rad = {s: [c for c in table.columns if c.startswith(f"rad_{s}_")] for s in ("sagt1", "sagt2", "axt2")}
     assert all(rad.values()), {k: len(v) for k, v in rad.items()}
     assert all("_original_" in c for v in rad.values() for c in v)
+    # Structure-mask radiomics for the canal and the recess; none for the foramen (they earned nothing on real CV).
+    rois = {c.split("_")[2] for c in table.columns if c.startswith("rad_") and c.split("_")[2] in ("sac", "foramen", "recess")}
+    assert rois == {"sac", "recess"}
     g = table.groupby("group")
     has = {grp: {s: bool(sub[rad[s]].notna().any(axis=1).all()) for s in rad} for grp, sub in g}
     # spinal: sagittal T2 + axial T2; foraminal: sagittal T1; subarticular: axial T2 — nothing else.
@@ -355,7 +358,8 @@ def test_jitter_moves_training_points_only(phantom_root: Path, fast_cfg: Feature
     from radspine.points import read_points_csv
 
     _, clean, _ = serial_run
-    cfg = fast_cfg.model_copy(update={"patches": fast_cfg.patches.model_copy(update={"jitter_sigma_mm": 3.0})})
+    upd = {"jitter_sigma_mm": 3.0, "jitter_through_plane": True}
+    cfg = fast_cfg.model_copy(update={"patches": fast_cfg.patches.model_copy(update=upd)})
     study = Dataset.open(phantom_root).studies("train")[0]
     pts = read_points_csv(phantom_root / "train_label_coordinates.csv")
     item = (study, pts[pts["study_id"] == study.study_id])
@@ -370,3 +374,27 @@ def test_jitter_moves_training_points_only(phantom_root: Path, fast_cfg: Feature
     # Prediction-time rows are never jittered.
     test_rows = StudyJob(cfg, "test")(item).rows
     np.testing.assert_array_equal(test_rows[xyz].to_numpy(), ref[xyz].to_numpy())
+
+
+def test_in_plane_jitter_moves_patches_not_points(phantom_root: Path, fast_cfg: FeaturesConfig, serial_run) -> None:
+    """The default jitter moves each patch within its own slice plane; the graded point itself stays."""
+    from radspine.features.study import StudyJob
+    from radspine.io.dataset import Dataset
+    from radspine.points import read_points_csv
+
+    _, clean, _ = serial_run
+    cfg = fast_cfg.model_copy(update={"patches": fast_cfg.patches.model_copy(update={"jitter_sigma_mm": 3.0})})
+    assert not cfg.patches.jitter_through_plane
+    study = Dataset.open(phantom_root).studies("train")[0]
+    pts = read_points_csv(phantom_root / "train_label_coordinates.csv")
+    item = (study, pts[pts["study_id"] == study.study_id])
+    a = StudyJob(cfg, "train")(item).rows
+    ref = clean[clean["study_id"] == study.study_id].reset_index(drop=True)
+    xyz = ["pt_x", "pt_y", "pt_z"]
+    np.testing.assert_array_equal(a[xyz].to_numpy(), ref[xyz].to_numpy())
+    # Each patch's distance to its slice is the labelled point's: no patch drifted off its slice.
+    plane = [c for c in ref if c.startswith("geo_plane_dist_")]
+    np.testing.assert_allclose(a[plane].to_numpy(float), ref[plane].to_numpy(float), atol=1e-9)
+    rad = [c for c in ref if c.startswith("rad_") and ref[c].notna().any()]
+    assert rad and not np.allclose(a[rad].to_numpy(float), ref[rad].to_numpy(float), equal_nan=True)
+    pd.testing.assert_frame_equal(StudyJob(cfg, "train")(item).rows, a)  # seeded: the same patches again

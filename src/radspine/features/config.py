@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from radspine.errors import RadspineError
 from radspine.features.embeddings import EmbeddingConfig
@@ -24,6 +24,9 @@ from radspine.resources import config_dir
 CNN_FAMILIES: dict[str, str] = {"spinal": "spinal_sagittal", "foraminal": "foraminal", "subarticular": "subarticular"}
 
 
+MASK_PATCHES = ("spinal_sagittal", "spinal_axial", "foraminal", "subarticular")
+
+
 class RadiomicsSettings(BaseModel):
     """Which pyradiomics params file (pyradiomics' YAML format) each series type uses."""
 
@@ -33,7 +36,28 @@ class RadiomicsSettings(BaseModel):
     sagittal: str = Field("sagittal_2d.yaml", description="params for sagittal patches (name in configs/radiomics or a path)")
     axial: str = Field("axial_2d.yaml", description="params for axial patches")
     masks: str = Field("mask_2d.yaml", description="params for the structure-mask ROIs (dural sac, foramen, recess)")
-    mask_rois: bool = Field(True, description="also compute radiomics (shape + texture) on the structure masks")
+    # The foraminal mask's 102 columns earned nothing on real CV (benchmarks/real_nfn_cv.py, RSNA foraminal dev
+    # set, 3 folds: merged 0.5445 without them, 0.5442 with), so that mask gets no radiomics by default; the
+    # others have no real graded set to decide on and stay.
+    mask_rois: tuple[str, ...] = Field(
+        ("spinal_sagittal", "spinal_axial", "subarticular"),
+        description="patches whose structure mask also gets radiomics (shape + texture): names from "
+        f"{MASK_PATCHES}; true = all, false = none",
+    )
+
+    @field_validator("mask_rois", mode="before")
+    @classmethod
+    def _mask_rois(cls, v: object) -> object:
+        if v is True:
+            return MASK_PATCHES
+        if v is False or v is None:
+            return ()
+        if isinstance(v, str):
+            v = (v,)
+        bad = [n for n in v if n not in MASK_PATCHES]  # type: ignore[union-attr]
+        if bad:
+            raise ValueError(f"unknown mask_rois {bad}; choose from {MASK_PATCHES}")
+        return tuple(n for n in MASK_PATCHES if n in v)  # type: ignore[operator]
 
 
 class FeaturesConfig(BaseModel):
@@ -42,7 +66,8 @@ class FeaturesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Training points jittered by 1 mm: best held-out score at localizer-predicted points among labels,
-    # jitter 1/2 mm and out-of-fold localizer points (benchmarks/skew_experiment.py; issue 4 report).
+    # jitter 1/2 mm and out-of-fold localizer points (benchmarks/skew_experiment.py; issue 4 report). In each
+    # patch's slice plane only (PatchConfig.jitter_through_plane): see configs/default.yaml for the real CV.
     patches: PatchConfig = Field(default_factory=lambda: PatchConfig(jitter_sigma_mm=1.0))
     radiomics: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
     cnn_enabled: bool = True

@@ -147,7 +147,7 @@ def _morphometry(condition: str, row_patches: dict, specs: dict, cfg: FeaturesCo
         return out
     for name, roi in MASK_ROI_OF.items():
         spec = specs.get(name)
-        if spec is None:
+        if spec is None or name not in cfg.radiomics.mask_rois:
             continue
         ext = extractor(spec.series, roi)
         m, p = res.masks.get(name), row_patches.get(name)
@@ -177,6 +177,7 @@ def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, s
     rows = skeleton([study.study_id])
     rng = np.random.default_rng([cfg.seed, int(study.study_id)])
     jitter = cfg.patches.jitter_sigma_mm if split == "train" else 0.0
+    through_plane = cfg.patches.jitter_through_plane
     records: list[dict] = []
     fam_patches: dict[str, list[np.ndarray]] = {f: [] for f in CNN_FAMILIES}
     fam_ids: dict[str, list[str]] = {f: [] for f in CNN_FAMILIES}
@@ -184,7 +185,7 @@ def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, s
     for r in rows.itertuples(index=False):
         rec: dict = {"row_id": r.row_id}
         point, flag = world.get((r.condition, r.level), (np.full(3, np.nan), "no point"))
-        if jitter > 0 and np.all(np.isfinite(point)):
+        if jitter > 0 and through_plane and np.all(np.isfinite(point)):
             point = jitter_points(point, jitter, rng)
         rec.update(pt_x=point[0], pt_y=point[1], pt_z=point[2], has_point=float(np.all(np.isfinite(point))))
         for stype in SERIES_TYPES:
@@ -202,7 +203,10 @@ def extract_study(study: Study, pts: pd.DataFrame | None, cfg: FeaturesConfig, s
                 # distance of it: a far slice shows another level.
                 if inside and dist <= cfg.max_plane_distance_mm:
                     t = time.perf_counter()
-                    patch = extract_patch(vol, point, spec, percentiles=cfg.patches.percentiles)
+                    centre = point
+                    if jitter > 0 and not through_plane:  # each patch moves within its own slice plane
+                        centre = jitter_points(point, jitter, rng, plane=(vol.row_cosine, vol.col_cosine))
+                    patch = extract_patch(vol, centre, spec, percentiles=cfg.patches.percentiles)
                     clock["patches"] += time.perf_counter() - t
                     rec[f"geo_plane_dist_{name}"] = dist
             row_patches[name] = patch
