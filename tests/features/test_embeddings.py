@@ -75,6 +75,24 @@ def test_shapes_pca_and_proba() -> None:
     assert np.all(np.diff(var) <= 1e-6)
 
 
+def test_pca_is_fitted_on_a_seeded_sample_of_at_most_pca_rows(monkeypatch) -> None:
+    import radspine.features.embeddings as E
+
+    x, y, _ = tiny_data()
+    fitted: list[int] = []
+    real = CnnEmbedder._fit_pca
+    monkeypatch.setattr(CnnEmbedder, "_fit_pca", lambda self, f, seed: (fitted.append(len(f)), real(self, f, seed)))
+    monkeypatch.setattr(E, "PCA_ROWS", 25)
+    cfg = tiny_cfg(pca_dims=4, append_proba=True)
+    a, b = CnnEmbedder(cfg).fit(x, y, seed=3), CnnEmbedder(cfg).fit(x, y, seed=3)
+    assert fitted == [25, 25]
+    assert np.array_equal(a.pca_components_, b.pca_components_)  # the same seeded sample
+    z = a.transform(x)
+    assert z.shape == (60, 7) and np.isfinite(z).all()
+    # Fitted on 25 of the 60 rows: still the leading axes of all rows' features, not arbitrary ones.
+    assert z[:, 3].var() >= z[:, 6].var()
+
+
 def test_same_seed_identical_other_seed_differs() -> None:
     x, y, _ = tiny_data()
     cfg = tiny_cfg(pca_dims=4)
