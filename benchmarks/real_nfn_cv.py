@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/real_nfn_cv.py [--data $TMPDIR/rsna_nfn_dev] [--work $TMPDIR/real_nfn_cv]
         [--config my.yaml] [--set embeddings.image_size=96 ...] [--folds 5] [--trials 8] [--skip-tune]
+        [--reuse --drop REGEX ...]
 
 The development set is real RSNA 2024 data (``../shared/realdata/README.md`` §1, built by ``build_dev.sh``): it
 never enters the repository or the tests. This script runs what a user runs, ``extract-features`` (with the
@@ -20,6 +21,7 @@ each stage (extraction per-stage profile from ``meta.json``). JSON on stdout and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -97,6 +99,11 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="keep WORK/features when it was extracted with the same settings (re-run the graders only)")
     ap.add_argument("--skip-tune", action="store_true", help="only extract and score the CNN alone")
+    ap.add_argument("--graders", nargs="+", choices=("radiomics_morphometry", "merged"),
+                    default=["radiomics_morphometry", "merged"], help="which tuned graders to run")
+    ap.add_argument("--drop", action="append", default=[], metavar="REGEX",
+                    help="leave the feature columns matching this regex out of both graders (an ablation: with "
+                         "--reuse, which columns earn their place without extracting again)")
     ap.add_argument("--cache-from", type=Path, default=None,
                     help="another run's work folder: hard-link its per-study cache (radiomics, masks, patches are "
                          "the same while only CNN settings change)")
@@ -128,7 +135,8 @@ def main() -> None:
         src = src if src.is_dir() else args.cache_from / "cache"
         shutil.copytree(src, work / "features" / "cache", copy_function=os.link)
     done_cfg = work / "features" / "features_config.json"
-    if args.reuse and done_cfg.is_file() and json.loads(done_cfg.read_text()) == json.loads(json.dumps(fcfg.model_dump(mode="json"))):
+    # Compared as validated configs: a setting added since (at its default) still matches the old run's.
+    if args.reuse and done_cfg.is_file() and FeaturesConfig.model_validate(json.loads(done_cfg.read_text())) == fcfg:
         # Same feature settings, finished table: only the graders run again (the CNN stage alone is ~40 min).
         meta = json.loads((work / "features" / "meta.json").read_text())
         res["seconds"]["extract"] = meta.get("seconds")
@@ -139,6 +147,16 @@ def main() -> None:
         res["seconds"]["extract"] = round(time.perf_counter() - t0, 1)
     res["extract_profile_s"] = {**(meta.get("profile_s") or {}), "studies": meta.get("seconds_studies")}
     table = pd.read_parquet(work / "features" / "features.parquet")
+    # An ablation's graders and result get their own names: optuna refuses to resume a study on other columns.
+    tag = "_drop-" + hashlib.sha1("\n".join(args.drop).encode()).hexdigest()[:8] if args.drop else ""
+    if args.drop:
+        import re
+
+        gone = [c for c in table if any(re.search(rx, c) for rx in args.drop)]
+        if not gone:
+            _fail(f"--drop {args.drop}: matches no feature column")
+        table = table.drop(columns=gone)
+        res["dropped_columns"] = len(gone)
     labels = Dataset.open(args.data).labels_long()
     lab = labels.dropna(subset=["grade"])
     key = lab["study_id"].astype(str) + "_" + lab["condition"] + "_" + lab["level"]
@@ -166,8 +184,10 @@ def main() -> None:
         opts = load_tune_config(trials=args.trials, seed=0, ablations=False, plots=False)
         for name, tab in (("radiomics_morphometry", table.drop(columns=[c for c in table if c.startswith("cnn_")])),
                           ("merged", table)):  # fmt: skip
+            if name not in args.graders:
+                continue
             t = time.perf_counter()
-            rep = tune(tab, labels, work / f"tune_{name}", meta_j, opts)
+            rep = tune(tab, labels, work / f"tune_{name}{tag}", meta_j, opts)
             res["seconds"][f"tune_{name}"] = round(time.perf_counter() - t, 1)
             # The unbiased outer-fold score's foraminal term (the only group this set grades).
             sel = (rep.get("baselines") or rep.get("ablations"))["merged"]["after"]
@@ -175,7 +195,7 @@ def main() -> None:
             res[name] = {**entry(float(unb["foraminal"])), "selection": round(float(sel["foraminal"]), 4)}
     out = json.dumps(res, indent=1, default=str)
     print(out)
-    (work / "real_nfn_cv.json").write_text(out)
+    (work / f"real_nfn_cv{tag}.json").write_text(out)
 
 
 if __name__ == "__main__":
