@@ -352,19 +352,24 @@ def test_cnn_columns_and_test_split_uses_train_embedders(cnn_run, serial_run, ph
     assert emb.n_features_out_ == 7
 
 
-def test_jitter_moves_training_points_only(phantom_root: Path, fast_cfg: FeaturesConfig, serial_run) -> None:
-    from radspine.features.study import StudyJob
+def _first_study_item(phantom_root: Path, clean: pd.DataFrame) -> tuple[tuple, pd.DataFrame]:
+    """The first train study with its label points (a StudyJob item) and its rows of the un-jittered run."""
     from radspine.io.dataset import Dataset
     from radspine.points import read_points_csv
 
-    _, clean, _ = serial_run
-    upd = {"jitter_sigma_mm": 3.0, "jitter_through_plane": True}
-    cfg = fast_cfg.model_copy(update={"patches": fast_cfg.patches.model_copy(update=upd)})
     study = Dataset.open(phantom_root).studies("train")[0]
     pts = read_points_csv(phantom_root / "train_label_coordinates.csv")
     item = (study, pts[pts["study_id"] == study.study_id])
+    return item, clean[clean["study_id"] == study.study_id].reset_index(drop=True)
+
+
+def test_jitter_moves_training_points_only(phantom_root: Path, fast_cfg: FeaturesConfig, serial_run) -> None:
+    from radspine.features.study import StudyJob
+
+    upd = {"jitter_sigma_mm": 3.0, "jitter_through_plane": True}
+    cfg = fast_cfg.model_copy(update={"patches": fast_cfg.patches.model_copy(update=upd)})
+    item, ref = _first_study_item(phantom_root, serial_run[1])
     a = StudyJob(cfg, "train")(item).rows
-    ref = clean[clean["study_id"] == study.study_id].reset_index(drop=True)
     xyz = ["pt_x", "pt_y", "pt_z"]
     d = np.linalg.norm(a[xyz].to_numpy() - ref[xyz].to_numpy(), axis=1)
     assert (d > 0).all() and 1.5 < np.median(d) < 8.0  # 3-D Gaussian, sigma 3 mm: median ≈ 4.6 mm
@@ -379,17 +384,11 @@ def test_jitter_moves_training_points_only(phantom_root: Path, fast_cfg: Feature
 def test_in_plane_jitter_moves_patches_not_points(phantom_root: Path, fast_cfg: FeaturesConfig, serial_run) -> None:
     """The default jitter moves each patch within its own slice plane; the graded point itself stays."""
     from radspine.features.study import StudyJob
-    from radspine.io.dataset import Dataset
-    from radspine.points import read_points_csv
 
-    _, clean, _ = serial_run
     cfg = fast_cfg.model_copy(update={"patches": fast_cfg.patches.model_copy(update={"jitter_sigma_mm": 3.0})})
     assert not cfg.patches.jitter_through_plane
-    study = Dataset.open(phantom_root).studies("train")[0]
-    pts = read_points_csv(phantom_root / "train_label_coordinates.csv")
-    item = (study, pts[pts["study_id"] == study.study_id])
+    item, ref = _first_study_item(phantom_root, serial_run[1])
     a = StudyJob(cfg, "train")(item).rows
-    ref = clean[clean["study_id"] == study.study_id].reset_index(drop=True)
     xyz = ["pt_x", "pt_y", "pt_z"]
     np.testing.assert_array_equal(a[xyz].to_numpy(), ref[xyz].to_numpy())
     # Each patch's distance to its slice is the labelled point's: no patch drifted off its slice.
