@@ -152,7 +152,11 @@ def main() -> None:
     if args.drop:
         import re
 
-        gone = [c for c in table if any(re.search(rx, c) for rx in args.drop)]
+        try:
+            pats = [re.compile(rx) for rx in args.drop]
+        except re.error as err:
+            _fail(f"--drop {err.pattern!r}: not a regular expression ({err})")
+        gone = [c for c in table if any(p.search(c) for p in pats)]
         if not gone:
             _fail(f"--drop {args.drop}: matches no feature column")
         table = table.drop(columns=gone)
