@@ -30,10 +30,37 @@ def is_cached(cache_dir: Path, study_id: int) -> bool:
     return pq.is_file() and npz.is_file()
 
 
+def _write_rows(df: pd.DataFrame, path: Path) -> None:
+    """A study's rows as Parquet, built from one numpy block per dtype.
+
+    Written by hand because pandas' ``to_parquet`` converts a ~1,170-column table column by column: in a
+    profile of 40 real studies that was ~40 % of a study's time, and this path is ~2.5x faster and reads back
+    the same frame. A dtype outside plain numbers, booleans and strings (or repeated names) takes pandas' path.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as papq
+
+    # Strings only in pandas' default ``str`` dtype (NaN for missing): Arrow reads strings back as that.
+    plain = all((isinstance(t, np.dtype) and t.kind in "fiub") or (isinstance(t, pd.StringDtype) and t.na_value is np.nan)
+                for t in df.dtypes)
+    if not plain or not df.columns.is_unique:
+        write_parquet_atomic(df, path)
+        return
+    cols: dict = {}
+    for dt in pd.unique(df.dtypes):
+        sub = df.loc[:, (df.dtypes == dt).to_numpy()]
+        block = sub.to_numpy()
+        for j, c in enumerate(sub.columns):
+            cols[c] = pa.array(block[:, j], from_pandas=True)
+    table = pa.Table.from_arrays([cols[c] for c in df.columns], names=[str(c) for c in df.columns])
+    with atomic_path(path) as tmp:
+        papq.write_table(table, tmp)
+
+
 def save_cached(cache_dir: Path, sf: StudyFeatures, study_id: int) -> None:
     """Store one study's result; the npz is written last so its presence marks a complete entry."""
     pq, npz = _cache_paths(cache_dir, study_id)
-    write_parquet_atomic(sf.rows, pq)
+    _write_rows(sf.rows, pq)
     if sf.points is not None:
         write_parquet_atomic(sf.points, _points_path(cache_dir, study_id))
     arrays = {f"patch_{k}": v for k, v in sf.patches.items()}
