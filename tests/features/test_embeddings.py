@@ -445,8 +445,9 @@ def test_lite0_mapping_loads_strictly_and_copies_every_tensor() -> None:
 def test_pretrained_auto_default_records_weights(tmp_path) -> None:
     path = _lite0_file()
     cfg = EmbeddingConfig()
-    assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto" and cfg.image_size == 64
-    assert cfg.freeze_stages == 0 and cfg.val_frac > 0 and cfg.tta_shift_px > 0  # the real-CV choice: whole net
+    assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto" and cfg.image_size is None
+    # the real-CV choice: stem + 2 stages frozen, augmented patches through the prefix, early stopping, TTA
+    assert cfg.freeze_stages == 2 and not cfg.cache_frozen and cfg.val_frac > 0 and cfg.tta_shift_px > 0
     x, y, _ = tiny_data(n=20, chans=5, size=32)
     emb = CnnEmbedder(cfg.model_copy(update=dict(image_size=32, epochs=1, batch_size=10, num_threads=1,
                                                  device="cpu", pca_dims=4, freeze_stages=6))).fit(x, y)
@@ -532,7 +533,7 @@ def test_frozen_prefix_cache_is_exact_and_shared(monkeypatch) -> None:
     monkeypatch.setattr(cm, "PREFIX_CACHE", cm.PrefixCache())
     x, y, _ = tiny_data(n=24, chans=3, size=32)
     cfg = EmbeddingConfig(image_size=32, epochs=1, batch_size=8, num_threads=1, device="cpu", pca_dims=4,
-                          freeze_stages=6, val_frac=0.0, tta_shift_px=0)
+                          freeze_stages=6, cache_frozen=True, val_frac=0.0, tta_shift_px=0)
     a = CnnEmbedder(cfg).fit(x, y)
     assert len(cm.PREFIX_CACHE.rows) == 24  # one activation per patch
     z = a.transform(x)

@@ -70,16 +70,17 @@ class EmbeddingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Default: ImageNet-pretrained EfficientNet-Lite0 (packaged file, never downloaded), fine-tuned WHOLE with
-    # augmentation (shift, noise, gamma), stopped early on 10 % of the training studies, with test-time shifts.
-    # Chosen on real CV (benchmarks/real_nfn_cv.py; RSNA foraminal dev set, Sagittal T1, 64 px = 48 mm at
-    # 0.75 mm; the foraminal patch is now 36 mm, see patches.PatchConfig): the previous default (last stage only,
-    # on cached un-augmented activations) gave OOF probabilities worse than the per-level prior (1.04x), whole
-    # fine-tuning 0.71-0.75x on single folds, and the 2 px test-time shifts took 0.648 to 0.636 on a fold
-    # (weighted log loss). CPU cost is ~6x the last-stage fit per patch and epoch; on CUDA it runs with AMP (bf16)
-    # and DataLoader workers. Patience 2, not 1: on the 3 real folds one network's validation loss jumped at
-    # epoch 2 (0.749 -> 0.948) while the learning rate was still high; patience 1 kept epoch 1, and that fold's
-    # out-of-fold loss was 0.741 against 0.606 and 0.592 for the other two.
+    # Default: ImageNet-pretrained EfficientNet-Lite0 (packaged file, never downloaded), fine-tuned with its stem and
+    # first 2 stages frozen, with augmentation (shift, noise, gamma), stopped early on 10 % of the training studies,
+    # with test-time shifts, at each patch family's own pixel size. Chosen on real CV (benchmarks/real_nfn_cv.py;
+    # RSNA foraminal dev set, Sagittal T1, 3 study folds): the previous default (last stage only, on cached
+    # un-augmented activations) gave OOF probabilities worse than the per-level prior (1.04x); the whole network at
+    # 36 mm / 64 px gave CNN 0.605, merged 0.524 in 37 min of extract-features; stem + 2 stages frozen at
+    # 36 mm / 64 px CNN 0.582, merged 0.529 in 33 min; the same at the foraminal patch's 28 mm / 48 px (the default)
+    # CNN 0.597, merged 0.529 in 28 min, within the 30-minute CPU budget. The 2 px test-time shifts took 0.648 to
+    # 0.636 on a fold. On CUDA it runs with AMP (bf16) and DataLoader workers. Patience 2, not 1: on the 3 real
+    # folds one network's validation loss jumped at epoch 2 (0.749 -> 0.948) while the learning rate was still
+    # high; patience 1 kept epoch 1, and that fold's out-of-fold loss was 0.741 against 0.606 and 0.592.
     backbone: str = Field("efficientnet_lite0", description="timm model name; created with pretrained=False")
     backbone_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra timm.create_model kwargs ({} = the stock architecture)"
@@ -91,15 +92,19 @@ class EmbeddingConfig(BaseModel):
     )
     weights_path: Path | None = Field(None, description="local timm state dict; nothing is ever downloaded")
     freeze_stages: int = Field(
-        0, ge=0, description="stem + this many leading backbone stages frozen (BN in eval mode) when pretrained "
+        2, ge=0, description="stem + this many leading backbone stages frozen (BN in eval mode) when pretrained "
         "weights are loaded; 0 = fine-tune all (a randomly initialised network always trains whole)"
     )
     cache_frozen: bool = Field(
-        True,
+        False,
         description="compute the frozen prefix's activations once per patch and share them across the OOF "
-        "networks (pretrained prefix only); training then sees un-augmented patches",
+        "networks (pretrained prefix only); training then sees un-augmented patches. false = augmented patches run "
+        "through the frozen prefix each step (it needs no weight gradients, so it still costs less than training it)",
     )
-    image_size: int | None = Field(64, ge=16, description="resize patches to this square size; None = as given")
+    image_size: int | None = Field(
+        None, ge=16, description="resize patches to this square size; None = as given (each family's own patch "
+        "size: 48 px foraminal, 64 px the others)"
+    )
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=2, description="training batch size")
     infer_batch_size: int | None = Field(
