@@ -38,10 +38,10 @@ class DemoOptions:
     localizer_epochs: int | None = 2  # the shipped net's loss on the demo phantom hardly moves after 2
     localizer_init: str | None = "shipped"  # fine-tune the packaged localizer; None: train from scratch
     cnn_epochs: int | None = None
-    # The demo's CNN trains its last stage on cached activations (the package's earlier default): the
-    # whole-network fine-tune that real CV chose (radspine.features.embeddings) costs ~1¼ more minutes here
-    # (extract-features 185 s vs 109-119 s on a fresh clone), and on this phantom the CNN alone scores near
-    # the priors (the cnn_only ablation). None: the package default.
+    # The demo's CNN trains its last stage on cached, un-augmented activations (the package's earlier default):
+    # the package default that real CV chose (radspine.features.embeddings: all but the stem and 2 stages, on
+    # augmented patches) costs more minutes here, and on this phantom the CNN alone scores near the priors (the
+    # cnn_only ablation). None: the package default.
     cnn_freeze_stages: int | None = 6
     ablations: bool | tuple[str, ...] = DEMO_ABLATIONS
     reports: bool = True
@@ -81,7 +81,7 @@ def run_demo(out: str | Path, opts: DemoOptions | None = None) -> dict:
     if opts.cnn_epochs is not None:
         emb = emb.model_copy(update={"epochs": opts.cnn_epochs})
     if opts.cnn_freeze_stages is not None:
-        emb = emb.model_copy(update={"freeze_stages": opts.cnn_freeze_stages})
+        emb = emb.model_copy(update={"freeze_stages": opts.cnn_freeze_stages, "cache_frozen": True})
     # PCA needs at least as many training patches per fold as dimensions: a tiny demo (a handful of
     # studies) gets fewer CNN dims instead of an error.
     max_dims = max(1, int(opts.train_studies * 5 * (cfg.features.cnn_folds - 1) / cfg.features.cnn_folds) - 1)

@@ -23,9 +23,10 @@ def register(app: typer.Typer) -> None:
         scratch: bool = typer.Option(False, "--scratch",
                                      help="Train the localizer from scratch instead of fine-tuning the shipped one "
                                      "(give it ~20 --localizer-epochs)."),
-        cnn_whole: bool = typer.Option(False, "--cnn-whole",
-                                       help="Fine-tune the whole CNN (the package default, ~1¼ min more) instead of "
-                                       "its last stage on cached activations."),
+        cnn_default: bool = typer.Option(False, "--cnn-default", "--cnn-whole",
+                                         help="Fine-tune the CNN as the package default does (all but its stem and "
+                                         "first 2 stages, augmented patches; a few minutes more) instead of its "
+                                         "last stage on cached activations."),
         seed: int = typer.Option(0, "--seed"),
         workers: int | None = typer.Option(None, "--workers", help="Local processes (default: cores)."),
         reports: bool = typer.Option(True, "--reports/--no-reports", help="Render the per-study reports and viewer pages."),
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
                                                 size=size, trials=trials, seed=seed, workers=workers,
                                                 localizer_epochs=localizer_epochs,
                                                 localizer_init=None if scratch else "shipped",
-                                                cnn_freeze_stages=None if cnn_whole else 6,
+                                                cnn_freeze_stages=None if cnn_default else 6,
                                                 reports=reports, quiet=quiet))
             typer.echo(format_summary(summary))
             typer.echo(f"artifacts in {out}")
