@@ -203,13 +203,13 @@ def test_config_and_roi():
     assert rect.sum() == 40 * 20
 
 
-def test_default_foraminal_patch_is_28_mm_at_48_px():
-    # the real-CV choice (see PatchConfig): 28 mm at 0.583 mm, the CNN's input size (image_size None = as given)
+def test_default_foraminal_patch_is_36_mm_at_64_px():
+    # the real-CV choice (see PatchConfig): 36 mm at 0.5625 mm, the CNN's input size (image_size None = as given)
     spec = PatchConfig().foraminal
-    assert spec.shape == (5, 48, 48) and spec.size_mm == (28.0, 28.0)
+    assert spec.shape == (5, 64, 64) and spec.size_mm == (36.0, 36.0)
     m = roi_mask(spec)
     rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
     # the 20 x 16 mm ellipse fits inside, centred, with margin on every side
-    assert rows.min() > 0 and cols.min() > 0 and rows.max() < 47 and cols.max() < 47
+    assert rows.min() > 0 and cols.min() > 0 and rows.max() < 63 and cols.max() < 63
     assert (rows.max() - rows.min() + 1) * spec.spacing_mm == pytest.approx(20.0, abs=1.2)
     assert (cols.max() - cols.min() + 1) * spec.spacing_mm == pytest.approx(16.0, abs=1.2)

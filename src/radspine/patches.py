@@ -88,13 +88,14 @@ class PatchConfig(BaseModel):
     spinal_axial: PatchSpec = PatchSpec(
         series=AX_T2, size_mm=(48.0, 48.0), neighbors=1, slice_step_mm=4.0, roi_size_mm=(20.0, 20.0)
     )
-    # 28 mm at 0.583 mm (48 px), chosen on real CV (benchmarks/real_nfn_cv.py, RSNA foraminal dev set, 3 folds).
-    # 36 mm (64 px) against 48 mm at 0.75 mm: merged 0.594 -> 0.585, radiomics + morphometry 0.608 -> 0.601, CNN
-    # alone 0.652 -> 0.649; on one split the CNN alone went 0.760 / 0.743 / 0.718 / 0.692x the prior for
-    # 96 / 72 / 48 / 36 mm. 28 mm (48 px) against 36 mm (64 px), CNN stem + 2 stages frozen: merged 0.529 both,
-    # radiomics + morphometry 0.547 both, CNN alone 0.597 vs 0.582, and the CNN stage 1,072 s instead of 1,356 s.
+    # 36 mm at 0.5625 mm (64 px), chosen on real CV (benchmarks/real_nfn_cv.py, RSNA foraminal dev set, 3 folds):
+    # merged 0.594 -> 0.585, radiomics + morphometry 0.608 -> 0.601, CNN alone 0.652 -> 0.649 against 48 mm at
+    # 0.75 mm; on one split the CNN alone went 0.760 / 0.743 / 0.718 / 0.692x the prior for 96 / 72 / 48 / 36 mm.
+    # 28 mm at 48 px scored the same merged (0.529) in 28 instead of 33 min, but the disc-height measurement
+    # needs the vertebral bodies around the disc: at 28 mm it stopped tracking the phantom's truth
+    # (Spearman 0.43, tests/features/test_morphometry.py), so the patch stays 36 mm.
     foraminal: PatchSpec = PatchSpec(
-        series=SAG_T1, size_mm=(28.0, 28.0), spacing_mm=28.0 / 48, neighbors=2, slice_step_mm=3.5,
+        series=SAG_T1, size_mm=(36.0, 36.0), spacing_mm=0.5625, neighbors=2, slice_step_mm=3.5,
         roi_size_mm=(20.0, 16.0),
     )
     subarticular: PatchSpec = PatchSpec(

@@ -72,15 +72,14 @@ class EmbeddingConfig(BaseModel):
 
     # Default: ImageNet-pretrained EfficientNet-Lite0 (packaged file, never downloaded), fine-tuned with its stem and
     # first 2 stages frozen, with augmentation (shift, noise, gamma), stopped early on 10 % of the training studies,
-    # with test-time shifts, at each patch family's own pixel size. Chosen on real CV (benchmarks/real_nfn_cv.py;
-    # RSNA foraminal dev set, Sagittal T1, 3 study folds): the previous default (last stage only, on cached
-    # un-augmented activations) gave OOF probabilities worse than the per-level prior (1.04x); the whole network at
-    # 36 mm / 64 px gave CNN 0.605, merged 0.524 in 37 min of extract-features; stem + 2 stages frozen at
-    # 36 mm / 64 px CNN 0.582, merged 0.529 in 33 min; the same at the foraminal patch's 28 mm / 48 px (the default)
-    # CNN 0.597, merged 0.529 in 28 min, within the 30-minute CPU budget. The 2 px test-time shifts took 0.648 to
-    # 0.636 on a fold. On CUDA it runs with AMP (bf16) and DataLoader workers. Patience 2, not 1: on the 3 real
-    # folds one network's validation loss jumped at epoch 2 (0.749 -> 0.948) while the learning rate was still
-    # high; patience 1 kept epoch 1, and that fold's out-of-fold loss was 0.741 against 0.606 and 0.592.
+    # with test-time shifts, at each patch family's own pixel size (64 px). Chosen on real CV
+    # (benchmarks/real_nfn_cv.py; RSNA foraminal dev set, Sagittal T1, 36 mm patches, 3 study folds): the previous
+    # default (last stage only, on cached un-augmented activations) gave OOF probabilities worse than the
+    # per-level prior (1.04x); the whole network CNN 0.605, merged 0.524 in 37 min of extract-features; stem + 2
+    # stages frozen CNN 0.582, merged 0.529 in 33 min. The 2 px test-time shifts took 0.648 to 0.636 on a fold.
+    # On CUDA it runs with AMP (bf16) and DataLoader workers. Patience 2, not 1: on the 3 real folds one network's
+    # validation loss jumped at epoch 2 (0.749 -> 0.948) while the learning rate was still high; patience 1 kept
+    # epoch 1, and that fold's out-of-fold loss was 0.741 against 0.606 and 0.592.
     backbone: str = Field("efficientnet_lite0", description="timm model name; created with pretrained=False")
     backbone_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra timm.create_model kwargs ({} = the stock architecture)"
@@ -103,7 +102,7 @@ class EmbeddingConfig(BaseModel):
     )
     image_size: int | None = Field(
         None, ge=16, description="resize patches to this square size; None = as given (each family's own patch "
-        "size: 48 px foraminal, 64 px the others)"
+        "size: 64 px for every default patch)"
     )
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=2, description="training batch size")
