@@ -204,7 +204,7 @@ def test_config_and_roi():
 
 
 def test_default_foraminal_patch_is_36_mm_at_64_px():
-    # the real-CV choice (see PatchConfig): 36 mm at 0.5625 mm, the CNN's input size (image_size None = as given)
+    # the real-CV choice (see PatchConfig): 36 mm at 0.5625 mm, i.e. the CNN's 64 px input without resizing
     spec = PatchConfig().foraminal
     assert spec.shape == (5, 64, 64) and spec.size_mm == (36.0, 36.0)
     m = roi_mask(spec)

@@ -445,7 +445,7 @@ def test_lite0_mapping_loads_strictly_and_copies_every_tensor() -> None:
 def test_pretrained_auto_default_records_weights(tmp_path) -> None:
     path = _lite0_file()
     cfg = EmbeddingConfig()
-    assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto" and cfg.image_size is None
+    assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto" and cfg.image_size == 64
     # the real-CV choice: stem + 2 stages frozen, augmented patches through the prefix, early stopping, TTA
     assert cfg.freeze_stages == 2 and not cfg.cache_frozen and cfg.val_frac > 0 and cfg.tta_shift_px > 0
     x, y, _ = tiny_data(n=20, chans=5, size=32)

@@ -72,7 +72,7 @@ class EmbeddingConfig(BaseModel):
 
     # Default: ImageNet-pretrained EfficientNet-Lite0 (packaged file, never downloaded), fine-tuned with its stem and
     # first 2 stages frozen, with augmentation (shift, noise, gamma), stopped early on 10 % of the training studies,
-    # with test-time shifts, at each patch family's own pixel size (64 px). Chosen on real CV
+    # with test-time shifts, at 64 px. Chosen on real CV
     # (benchmarks/real_nfn_cv.py; RSNA foraminal dev set, Sagittal T1, 36 mm patches, 3 study folds): the previous
     # default (last stage only, on cached un-augmented activations) gave OOF probabilities worse than the
     # per-level prior (1.04x); the whole network CNN 0.605, merged 0.524 in 37 min of extract-features; stem + 2
@@ -100,10 +100,7 @@ class EmbeddingConfig(BaseModel):
         "networks (pretrained prefix only); training then sees un-augmented patches. false = augmented patches run "
         "through the frozen prefix each step (it needs no weight gradients, so it still costs less than training it)",
     )
-    image_size: int | None = Field(
-        None, ge=16, description="resize patches to this square size; None = as given (each family's own patch "
-        "size: 64 px for every default patch)"
-    )
+    image_size: int | None = Field(64, ge=16, description="resize patches to this square size; None = as given")
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=2, description="training batch size")
     infer_batch_size: int | None = Field(
