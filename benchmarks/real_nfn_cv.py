@@ -11,7 +11,8 @@ and reports, on the same study folds (the feature table's ``cv_fold``, ``--folds
 
 - ``prior``: the best per-level prior, weighted grade frequencies per condition × level of the training folds;
 - ``cnn``: the CNN alone, its out-of-fold grade probabilities (``cnn_0..2``) as they are;
-- ``radiomics_morphometry``: ``tune`` on the table without the ``cnn_*`` columns (unbiased outer-fold score);
+- ``radiomics_morphometry``: ``tune`` on the table without any CNN evidence: the ``cnn_*`` columns, their
+  neighbour/side context copies (``ctx_*_cnn_*``) and ``has_cnn`` (unbiased outer-fold score);
 - ``merged``: ``tune`` on the whole table (unbiased outer-fold score);
 
 each as the foraminal weighted log loss (weights 1/2/4) and as a multiple of the prior, with the seconds of
@@ -117,6 +118,7 @@ def main() -> None:
     from radspine.config import load_config
     from radspine.features.config import FeaturesConfig
     from radspine.features.extract import extract_features
+    from radspine.features.schema import is_cnn_column
     from radspine.io.dataset import Dataset
     from radspine.models.tune import load_tune_config, tune
 
@@ -186,7 +188,7 @@ def main() -> None:
     if not args.skip_tune:
         meta_j = json.loads((work / "features" / "meta.json").read_text())
         opts = load_tune_config(trials=args.trials, seed=0, ablations=False, plots=False)
-        for name, tab in (("radiomics_morphometry", table.drop(columns=[c for c in table if c.startswith("cnn_")])),
+        for name, tab in (("radiomics_morphometry", table.drop(columns=[c for c in table if is_cnn_column(c)])),
                           ("merged", table)):  # fmt: skip
             if name not in args.graders:
                 continue

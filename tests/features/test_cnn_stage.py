@@ -129,6 +129,24 @@ def test_fold_ensemble_stage_trains_three_networks_and_embeds_test_rows_with_the
     assert np.allclose(test_table[cols].to_numpy(), ens.transform(x), atol=1e-6)
 
 
+def test_each_family_network_gets_its_patch_size_in_millimetres(monkeypatch, tmp_path) -> None:
+    """image_size unset: the foraminal network's input is its 36 mm patch at image_spacing_mm (here 2 mm: 18 px)."""
+    x, ids, base, grades = _table()
+    _patch_source(monkeypatch, x, ids)
+    cfg = _cfg("fold_ensemble")
+    cfg = cfg.model_copy(update={"embeddings": cfg.embeddings.model_copy(update={"image_size": None,
+                                                                                 "image_spacing_mm": 2.0})})
+    assert cfg.patches.foraminal.size_mm == (36.0, 36.0)
+    out = tmp_path / "train"
+    stage.add_cnn_columns(base, {}, tmp_path, cfg, "train", grades, out, out / "embedders")
+    ens = E.load_embedder(out / "embedders" / "foraminal")
+    assert [m.input_size_ for m in ens.members] == [(18, 18)] * 3
+    assert all(m.cfg.image_size == 18 for m in ens.members)
+    test_table, _ = stage.add_cnn_columns(base.drop(columns="cv_fold"), {}, tmp_path, cfg, "test", None,
+                                          tmp_path / "test", out / "embedders")
+    assert np.allclose(test_table[[f"cnn_{i}" for i in range(6)]].to_numpy(), ens.transform(x), atol=1e-6)
+
+
 def test_oof_folds_argument_is_checked() -> None:
     x, ids, base, grades = _table()
     y = np.array([grades[r] for r in ids])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.spies import record_fit_sizes
+from pydantic import ValidationError
 
 from radspine.errors import ConfigError, ModelError
 from radspine.features.cnn_models import build_backbone, load_local_weights
@@ -445,7 +446,9 @@ def test_lite0_mapping_loads_strictly_and_copies_every_tensor() -> None:
 def test_pretrained_auto_default_records_weights(tmp_path) -> None:
     path = _lite0_file()
     cfg = EmbeddingConfig()
-    assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto" and cfg.image_size == 64
+    assert cfg.backbone == "efficientnet_lite0" and cfg.pretrained == "auto"
+    # input size from millimetres: 0.75 mm pixels (foraminal 36 mm -> 48 px, the real-CV choice)
+    assert cfg.image_size is None and cfg.image_spacing_mm == 0.75 and cfg.epochs == 6
     # the real-CV choice: stem + 2 stages frozen, augmented patches through the prefix, early stopping, TTA
     assert cfg.freeze_stages == 2 and not cfg.cache_frozen and cfg.val_frac > 0 and cfg.tta_shift_px > 0
     x, y, _ = tiny_data(n=20, chans=5, size=32)
@@ -639,3 +642,16 @@ def test_random_gamma_keeps_bright_values_and_is_seeded() -> None:
     assert torch.equal(a, aug(x)) and float(a.max()) > 1.0  # CSF above 1 is not clamped
     assert torch.all(a[0].flatten().diff() >= 0)  # a gamma curve keeps the intensity order
     assert not torch.equal(a, x)
+
+
+def test_cnn_input_size_follows_the_patch_millimetres() -> None:
+    cfg = EmbeddingConfig()
+    assert cfg.for_patch((36.0, 36.0)).image_size == 48  # foraminal
+    assert cfg.for_patch((48.0, 48.0)).image_size == 64  # spinal sagittal, subarticular
+    assert cfg.for_patch((36.0, 36.0)).image_spacing_mm == 0.75 and cfg.image_size is None  # a copy
+    assert EmbeddingConfig(image_spacing_mm=0.5).for_patch((36.0, 36.0)).image_size == 72
+    assert EmbeddingConfig(image_size=40).for_patch((36.0, 36.0)).image_size == 40  # an explicit size wins
+    assert EmbeddingConfig(image_spacing_mm=None).for_patch((36.0, 36.0)).image_size is None  # as given
+    assert EmbeddingConfig(image_spacing_mm=10.0).for_patch((36.0, 36.0)).image_size == 16  # the minimum
+    with pytest.raises(ValidationError):
+        EmbeddingConfig(image_spacing_mm=0.0)

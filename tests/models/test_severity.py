@@ -194,6 +194,21 @@ def test_tune_config_yaml_equals_defaults_and_rejects_unknown_keys(tmp_path):
         load_tune_config(tmp_path / "missing.yaml")
 
 
+def test_only_the_cnn_ablation_keeps_the_cnn_context_columns():
+    """ctx_* columns are shared by prefix, but the CNN's neighbour/side copies are CNN evidence."""
+    from radspine.features.schema import is_cnn_column
+
+    assert is_cnn_column("cnn_0") and is_cnn_column("ctx_prev_cnn_3") and is_cnn_column("has_cnn")
+    assert not any(is_cnn_column(c) for c in ("has_cnn_patch", "ctx_study_mean", "rad_cnn_like", "cnn_"))
+    table, _ = make_fake_table(2, seed=6, **SMALL)
+    table = table.assign(ctx_prev_cnn_0=0.5, ctx_other_cnn_1=0.2, has_cnn=1.0, mor_canal_ap_mm=1.0)
+    sets = feature_sets(table)
+    for name in ("radiomics_only", "morphometry_only"):
+        assert not [c for c in sets[name] if is_cnn_column(c)], name
+        assert "ctx_study_mean" in sets[name]
+    assert {"ctx_prev_cnn_0", "ctx_other_cnn_1", "has_cnn"} <= set(sets["cnn_only"]) <= set(sets["merged"])
+
+
 def test_ablation_sets_include_morphometry_and_mask_radiomics_when_present():
     table, _ = make_fake_table(2, seed=6, **SMALL)
     sets = feature_sets(table)

@@ -104,7 +104,8 @@ def add_cnn_columns(
                 continue
             groups = np.array([int(r.split("_", 1)[0]) for r in ids])
             folds = np.array([fold_of[r] for r in ids]) if fold_of else None
-            emb, full = oof_embeddings(x, y, groups, cfg.embeddings, n_folds=cfg.cnn_folds, seed=cfg.seed, folds=folds)
+            ecfg = cfg.embeddings.for_patch(getattr(cfg.patches, CNN_FAMILIES[fam]).size_mm)
+            emb, full = oof_embeddings(x, y, groups, ecfg, n_folds=cfg.cnn_folds, seed=cfg.seed, folds=folds)
             full.save(out / "embedders" / fam)
             weights[fam] = full.weights_
         else:

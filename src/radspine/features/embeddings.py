@@ -72,11 +72,15 @@ class EmbeddingConfig(BaseModel):
 
     # Default: ImageNet-pretrained EfficientNet-Lite0 (packaged file, never downloaded), fine-tuned with its stem and
     # first 2 stages frozen, with augmentation (shift, noise, gamma), stopped early on 10 % of the training studies,
-    # with test-time shifts, at 64 px. Chosen on real CV
+    # with test-time shifts, at 0.75 mm pixels (foraminal 48 px). Chosen on real CV
     # (benchmarks/real_nfn_cv.py; RSNA foraminal dev set, Sagittal T1, 36 mm patches, 3 study folds): the previous
     # default (last stage only, on cached un-augmented activations) gave OOF probabilities worse than the
     # per-level prior (1.04x); the whole network CNN 0.605, merged 0.524 in 37 min of extract-features; stem + 2
-    # stages frozen CNN 0.582, merged 0.529 in 33 min. The 2 px test-time shifts took 0.648 to 0.636 on a fold.
+    # stages frozen CNN 0.582, merged 0.529 in 33 min; at 48 px (36 mm, 0.75 mm) CNN 0.587, merged 0.529 (64 px on
+    # the same machine: 0.535) with a CNN stage 0.70x as long. The real slices hold ~1.2 mm pixels, so 36
+    # mm is ~30 source pixels either way; 6 epochs instead of 4 then gave CNN 0.575, merged 0.524 (all three networks'
+    # best epoch was 5 or 6), and freezing 3 stages instead of 2 lost it again (0.588 / 0.535).
+    # The 2 px test-time shifts took 0.648 to 0.636 on a fold.
     # On CUDA it runs with AMP (bf16) and DataLoader workers. Patience 2, not 1: on the 3 real folds one network's
     # validation loss jumped at epoch 2 (0.749 -> 0.948) while the learning rate was still high; patience 1 kept
     # epoch 1, and that fold's out-of-fold loss was 0.741 against 0.606 and 0.592.
@@ -100,8 +104,19 @@ class EmbeddingConfig(BaseModel):
         "networks (pretrained prefix only); training then sees un-augmented patches. false = augmented patches run "
         "through the frozen prefix each step (it needs no weight gradients, so it still costs less than training it)",
     )
-    image_size: int | None = Field(64, ge=16, description="resize patches to this square size; None = as given")
-    epochs: int = Field(4, ge=1)
+    image_size: int | None = Field(
+        None, ge=16, description="resize patches to this square size; wins over image_spacing_mm. None = the size "
+        "image_spacing_mm gives each patch family in extract-features (a patch as given where no family is known)"
+    )
+    image_spacing_mm: float | None = Field(
+        0.75, gt=0.0, description="CNN input pixel size in mm: extract-features resizes each family's patch to "
+        "round(patch size_mm / this) px (foraminal 36 mm -> 48 px, spinal and subarticular 48 mm -> 64 px); "
+        "None = image_size"
+    )
+    epochs: int = Field(
+        6, ge=1, description="at most this many epochs (cosine schedule over all of them; early stopping keeps the "
+        "best). Real CV at 48 px: 4 -> 6 took the CNN alone 0.587 -> 0.575, at 0.92x the CPU of 64 px with 4"
+    )
     batch_size: int = Field(64, ge=2, description="training batch size")
     infer_batch_size: int | None = Field(
         None, ge=1, description="embedding batch size; None = 2x batch_size on CPU, 8x on CUDA"
@@ -149,6 +164,13 @@ class EmbeddingConfig(BaseModel):
     )
     deterministic: bool = Field(True, description="deterministic torch algorithms; false enables cudnn.benchmark")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch default")
+
+    def for_patch(self, size_mm: tuple[float, float]) -> EmbeddingConfig:
+        """This config with ``image_size`` fixed for a patch family of ``size_mm`` (see ``image_spacing_mm``)."""
+        if self.image_size is not None or self.image_spacing_mm is None:
+            return self
+        px = max(16, int(round(max(size_mm) / self.image_spacing_mm)))
+        return self.model_copy(update={"image_size": px})
 
 
 def embedding_columns(d: int) -> list[str]:

@@ -11,6 +11,7 @@ Columns: the key columns :data:`KEY_COLUMNS`, then feature columns whose prefix 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,15 @@ FOLD_COLUMN = "cv_fold"
 def feature_columns(table: pd.DataFrame, prefixes: tuple[str, ...] = FEATURE_PREFIXES) -> list[str]:
     """Numeric model-input columns with one of ``prefixes``, in table order."""
     return [c for c in table.columns if c.startswith(prefixes) and pd.api.types.is_numeric_dtype(table[c])]
+
+
+_CNN_DERIVED = re.compile(r"(^|_)cnn_\d+$")
+
+
+def is_cnn_column(name: str) -> bool:
+    """A column carrying CNN evidence: ``cnn_*``, its context copies (``ctx_prev_cnn_0`` ...) and ``has_cnn``.
+    A grader "without the CNN" must drop all of them, not only the ``cnn_`` prefix."""
+    return name == "has_cnn" or bool(_CNN_DERIVED.search(name))
 
 
 def check_table(table: pd.DataFrame, source: str = "features table") -> pd.DataFrame:

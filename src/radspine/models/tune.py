@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from radspine.constants import CONDITIONS, GROUPS, LEVELS, SEVERITY_COLUMNS
 from radspine.errors import ConfigError, DatasetError, ModelError
-from radspine.features.schema import FOLD_COLUMN, SHARED_PREFIXES, feature_columns, read_table
+from radspine.features.schema import FOLD_COLUMN, SHARED_PREFIXES, feature_columns, is_cnn_column, read_table
 from radspine.metrics import MetricResult, priors_predictions, priors_table, score_arrays
 from radspine.models.calibrate import (
     METHODS,
@@ -263,8 +263,8 @@ def shape_radiomics_columns(table: pd.DataFrame) -> list[str]:
 
 
 def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
-    """The ablation feature sets; every ``*_only`` set adds the shared columns and is dropped when its own
-    source is absent: radiomics_only, cnn_only, morphometry_only (``mor_``), shape_radiomics_only (mask-ROI
+    """The ablation feature sets; every ``*_only`` set adds the shared columns (less the CNN's context copies,
+    except in cnn_only) and is dropped when its own source is absent: radiomics_only, cnn_only, morphometry_only (``mor_``), shape_radiomics_only (mask-ROI
     radiomics). ``without_narrowing`` is ``merged`` less the structure-mask features (``mor_`` and mask-ROI
     radiomics), so one run shows what those add."""
     shared = feature_columns(table, SHARED_PREFIXES)
@@ -277,7 +277,8 @@ def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
     }
     for name, cols in own.items():
         if cols:
-            keep = set(cols) | set(shared)
+            # The CNN's context copies are shared columns by prefix, but CNN evidence: only cnn_only keeps them.
+            keep = set(cols) | {c for c in shared if name == "cnn_only" or not is_cnn_column(c)}
             out[name] = [c for c in out["merged"] if c in keep]  # table order, like feature_columns
     narrowing = set(own["morphometry_only"]) | set(own["shape_radiomics_only"])
     if narrowing:
