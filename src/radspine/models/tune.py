@@ -264,9 +264,9 @@ def shape_radiomics_columns(table: pd.DataFrame) -> list[str]:
 
 def feature_sets(table: pd.DataFrame) -> dict[str, list[str]]:
     """The ablation feature sets; every ``*_only`` set adds the shared columns (less the CNN's context copies,
-    except in cnn_only) and is dropped when its own source is absent: radiomics_only, cnn_only, morphometry_only (``mor_``), shape_radiomics_only (mask-ROI
-    radiomics). ``without_narrowing`` is ``merged`` less the structure-mask features (``mor_`` and mask-ROI
-    radiomics), so one run shows what those add."""
+    except in cnn_only) and is dropped when its own source is absent: radiomics_only, cnn_only,
+    morphometry_only (``mor_``), shape_radiomics_only (mask-ROI radiomics). ``without_narrowing`` is ``merged``
+    less the structure-mask features (``mor_`` and mask-ROI radiomics), so one run shows what those add."""
     shared = feature_columns(table, SHARED_PREFIXES)
     out = {"merged": feature_columns(table)}
     own = {
